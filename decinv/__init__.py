@@ -1,0 +1,16 @@
+"""decinv: gradient-free decoder inversion in latent diffusion models (Hong et al., NeurIPS 2024), reproduced.
+
+    >>> import decinv
+    >>> model = decinv.load_model("tiny")                 # bundled miniature LDM autoencoder, offline
+    >>> result = decinv.invert(x, model, "gradfree-adam", steps=100)
+    >>> result.z, result.trace.residual, result.seconds, result.peak_memory_bytes
+"""
+
+from decinv.metrics import cocoercivity_ratio, mean_ci, nmse, nmse_db, psnr
+from decinv.models import LatentModel, ModelNotAvailableError, PRESETS, load_model, load_pipeline
+from decinv.solvers import METHODS, InversionResult, StepInfo, Trace, invert, method_options
+
+__version__ = "0.1.0"
+__all__ = ["invert", "load_model", "load_pipeline", "LatentModel", "InversionResult", "Trace", "StepInfo",
+           "METHODS", "method_options", "PRESETS", "ModelNotAvailableError", "nmse", "nmse_db", "psnr",
+           "cocoercivity_ratio", "mean_ci"]

@@ -1,0 +1,8 @@
+"""The encoder baseline: z = E(x), no iterations (also the starting point of every other method)."""
+
+from __future__ import annotations
+
+
+def encoder(problem, tracker):
+    """Return E(x) as is: a right-inverse of D (D(E(x)) ~ x) but not a left-inverse (E(D(z)) != z)."""
+    return problem.e.clone()

@@ -1,0 +1,40 @@
+"""The paper's practical method (Sec. 4): Adam driven by T(z) = E(D(z)) - E(x) instead of a gradient."""
+
+from __future__ import annotations
+
+import torch
+
+from decinv.solvers.schedule import paper_schedule
+from decinv.solvers.tracking import norms
+
+EPS = {torch.float32: 1e-8, torch.float16: 1e-4, torch.bfloat16: 1e-4}  # the official code's 32/16-bit values
+
+
+def gradfree_adam(problem, tracker, *, lr: float = 0.01, schedule: str | None = "paper", schedule_cap: int | None = 100,
+                  betas: tuple[float, float] = (0.9, 0.999), eps: float | None = None):
+    """``torch.optim.Adam`` on z with "gradient" T(z_k); no backpropagation anywhere (forward passes only).
+
+    ``schedule="paper"``: warm-up for the first 1/10, cosine annealing, constant after 8/10 of the horizon
+    min(steps, ``schedule_cap``) (see `paper_schedule`); ``schedule=None`` keeps ``lr`` fixed. ``eps`` defaults to
+    1e-8 in fp32 and 1e-4 in 16-bit, as in the official code.
+    """
+    if schedule not in ("paper", None):
+        raise ValueError(f"schedule must be 'paper' or None, got {schedule!r}")
+    z = problem.e.clone()
+    optimizer = torch.optim.Adam([z], lr=lr, betas=betas, eps=eps if eps is not None else EPS.get(z.dtype, 1e-8))
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, paper_schedule(tracker.steps, schedule_cap))
+                 if schedule else None)
+    for k in range(tracker.steps):
+        t = problem.operator(z)
+        step_lr, z_old = optimizer.param_groups[0]["lr"], z.clone()
+        z.grad = t
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        z_next = tracker.update(k, z_old, z, norms(t), step_lr, point=z_old, operator=t)
+        if z_next is not z:
+            z.copy_(z_next)
+        if tracker.stopped:
+            break
+    z.grad = None
+    return z

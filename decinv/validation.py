@@ -1,0 +1,52 @@
+"""Input checks that run before any work, each naming the fix."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None or "auto" -> CUDA if available else CPU; asking for CUDA without it is an error, not a fallback."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={str(device)!r} was requested but this PyTorch build sees no CUDA GPU "
+            f"(torch {torch.__version__}). Use device='cpu' or 'auto', or install a CUDA build of torch."
+        )
+    return device
+
+
+def _check_tensor(t, what: str, channels: int, channel_name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}.")
+    if t.dim() not in (4, 5):
+        raise ValueError(f"{what} must have shape (B, {channel_name}, H, W) or (B, F, {channel_name}, H, W) "
+                         f"for video; got {tuple(t.shape)}. Add a batch axis with x[None] for a single one.")
+    if t.shape[-3] != channels:
+        raise ValueError(f"{what} must have {channels} channels in dimension -3, got shape {tuple(t.shape)}.")
+    if t.numel() == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(t.shape)}); pass at least one item.")
+    if not t.is_floating_point():
+        raise ValueError(f"{what} has dtype {t.dtype}; convert to float (images: x.float() / 127.5 - 1).")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{what} contains NaN or infinite values; clean the input first.")
+
+
+def check_images(x, downsample: int = 1) -> None:
+    """Images (B, 3, H, W) or video (B, F, 3, H, W), float, finite, in [-1, 1], sides divisible by the VAE's factor."""
+    _check_tensor(x, "images", 3, "3")
+    low, high = float(x.min()), float(x.max())
+    if low < -1.001 or high > 1.001:
+        hint = " They look like 0-255 pixel values: use x / 127.5 - 1." if high > 2 else ""
+        raise ValueError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}].{hint}")
+    h, w = x.shape[-2:]
+    if h % downsample or w % downsample:
+        raise ValueError(f"image size {h}x{w} is not divisible by the autoencoder's downsampling factor "
+                         f"{downsample}; crop or resize to a multiple of {downsample}.")
+
+
+def check_latents(z, channels: int) -> None:
+    """Latents (B, C, h, w) or (B, F, C, h, w), float and finite, with the model's channel count."""
+    _check_tensor(z, "latents", channels, "C")

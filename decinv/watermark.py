@@ -1,0 +1,146 @@
+"""Tree-ring watermark *classification* among three keys (paper Sec. 5.1, Table 2).
+
+A tree-ring watermark [48] lives in the centred 2-D Fourier transform
+F = fftshift(fft2(z_T[:, c])) of one channel c of the initial noise. Following
+the official code (notes Sec. 5.7), key w puts the real constant
+80 * key'[w][r-1] on the annulus r-1 < |k| <= r of a disc of radius R = 6, where
+key' = (k - 1) * 2 + 1 stretches the contrast of the table rows below. To read a
+watermark back, the image is inverted to z_T_hat (decoder inversion, then DDIM
+inversion) and classified by the nearest key in mean complex-modulus L1 distance
+over the disc. Accuracy = trace / total of the 3x3 confusion matrix.
+
+The official disc is not centred on the DC coefficient: its row centre is
+size//2 - 1 (the y axis is flipped, as in [48]) while fftshift puts DC at
+(size//2, size//2). So the disc is not point-symmetric about DC, and ``inject``'s
+final real-part projection averages each masked coefficient with its conjugate
+mirror: the key is only approximately present even in the exact z_T. With these
+keys the blurred key 1 lies nearer key 2 than key 1, so an *exactly* recovered
+watermark 1 is read as 2 and exact inversion caps accuracy at 2/3 (cf. the weak
+first rows of Fig. S1). ``centred_on_dc=True`` gives a symmetric disc, for which
+injection is exact and exact inversion classifies perfectly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KEY_TABLE = ((1.1, 0.8, 1.2, 0.9, 0.6, 1.4),
+             (1.1, 0.6, 1.1, 1.2, 0.8, 1.2),
+             (0.7, 1.2, 1.3, 0.8, 0.9, 1.1))
+"""Rows 0..2 of the official code's key table; entry r-1 sets ring r."""
+KEY_SCALE = 80.0
+
+
+def circle_mask(size: int, radius: int, *, centred_on_dc: bool = False) -> torch.Tensor:
+    """Bool (size, size) disc of the given radius in the fftshift-ed spectrum.
+
+    Official (default): centre column size//2, row size//2 - 1, because [48]
+    measures y upwards from the bottom row. ``centred_on_dc=True`` centres it on
+    DC at (size//2, size//2), which makes the disc point-symmetric.
+    """
+    if size < 1 or radius < 0:
+        raise ValueError(f"need size >= 1 and radius >= 0, got size={size}, radius={radius}")
+    row0 = size // 2 if centred_on_dc else size // 2 - 1
+    y = torch.arange(size).view(-1, 1) - row0
+    x = torch.arange(size).view(1, -1) - size // 2
+    return x ** 2 + y ** 2 <= radius ** 2
+
+
+def ring_values(radius: int = 6) -> torch.Tensor:
+    """(3, radius) float64 ring constants 80 * ((k - 1) * 2 + 1); column r-1 is ring r."""
+    if not 1 <= radius <= len(KEY_TABLE[0]):
+        raise ValueError(f"the key table defines rings 1..{len(KEY_TABLE[0])}, got radius={radius}")
+    k = torch.tensor(KEY_TABLE, dtype=torch.float64)[:, :radius]
+    return KEY_SCALE * ((k - 1) * 2 + 1)
+
+
+def make_keys(size: int, radius: int = 6, *, centred_on_dc: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Build the 3 ring keys (complex64, (3, size, size), zero off the disc) and the disc mask.
+
+    Discs are painted from radius R down to 1, so the annulus (r-1, r] keeps ring r's value.
+    """
+    if not 1 <= radius <= size // 2 - 1:
+        raise ValueError(f"radius must lie in [1, {size // 2 - 1}] to fit a {size}x{size} latent, got {radius}")
+    values = ring_values(radius)
+    keys = torch.zeros(3, size, size, dtype=torch.complex64)
+    for r in range(radius, 0, -1):
+        keys[:, circle_mask(size, r, centred_on_dc=centred_on_dc)] = values[:, r - 1, None].to(keys.dtype)
+    return keys, circle_mask(size, radius, centred_on_dc=centred_on_dc)
+
+
+def _spectrum(z: torch.Tensor, channel: int) -> torch.Tensor:
+    """Centred 2-D FFT of one channel of a finite, real (B, C, s, s) latent."""
+    if not isinstance(z, torch.Tensor) or z.ndim != 4 or z.shape[-1] != z.shape[-2]:
+        raise ValueError(f"expected a square (B, C, s, s) latent, got {getattr(z, 'shape', type(z))}")
+    if not z.is_floating_point() or not torch.isfinite(z).all():
+        raise ValueError(f"latent must be finite and real floating point, got dtype {z.dtype}")
+    if not -z.shape[1] <= channel < z.shape[1]:
+        raise ValueError(f"channel {channel} out of range for {z.shape[1]} channels")
+    return torch.fft.fftshift(torch.fft.fft2(z[:, channel]), dim=(-2, -1))
+
+
+def _masked(key: torch.Tensor, mask: torch.Tensor, F: torch.Tensor, key_ndims: tuple[int, ...]) -> torch.Tensor:
+    """key[..., mask] on F's device and dtype, after checking shapes against the spectrum F."""
+    size = F.shape[-1]
+    if mask.dtype != torch.bool or mask.shape != (size, size):
+        raise ValueError(f"mask must be bool ({size}, {size}), got {mask.dtype} {tuple(mask.shape)}")
+    if key.ndim not in key_ndims or key.shape[-2:] != (size, size):
+        raise ValueError(f"key of shape {tuple(key.shape)} must be {key_ndims}-D ending in ({size}, {size})")
+    return key.to(F.device)[..., mask.to(F.device)].to(F.dtype)
+
+
+def inject(z_T: torch.Tensor, key: torch.Tensor, mask: torch.Tensor, channel: int = 0) -> torch.Tensor:
+    """Write key[mask] into fftshift(fft2(z_T[:, channel])) and return the real part of the inverse FFT.
+
+    ``key`` is one (s, s) key for the whole batch or a (B, s, s) stack, one per sample.
+
+    Other channels are returned bit-for-bit. In the chosen channel, with G the
+    edited spectrum and k~ the conjugate mirror of k (index (-k) mod size before
+    the shift), the real part has spectrum (G[k] + conj(G[k~])) / 2: coefficients
+    with neither k nor k~ in the mask are unchanged, the rest are averaged.
+    """
+    F = _spectrum(z_T, channel)
+    F[:, mask.to(F.device)] = _masked(key, mask, F, (2, 3))
+    out = z_T.clone()
+    out[:, channel] = torch.fft.ifft2(torch.fft.ifftshift(F, dim=(-2, -1))).real.to(z_T.dtype)
+    return out
+
+
+def distances(z_T_hat: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, channel: int = 0) -> torch.Tensor:
+    """(B, n_keys) mean over the mask of |F(z_T_hat) - key_j| (complex modulus L1)."""
+    F = _spectrum(z_T_hat, channel)
+    targets = _masked(keys, mask, F, (3,))
+    diff = F[:, mask.to(F.device)][:, None, :] - targets[None]
+    return diff.abs().mean(dim=-1)
+
+
+def classify(z_T_hat: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, channel: int = 0) -> torch.Tensor:
+    """(B,) long: index of the nearest key."""
+    return distances(z_T_hat, keys, mask, channel).argmin(dim=1)
+
+
+def confusion_matrix(true: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray,
+                     n_classes: int = 3) -> np.ndarray:
+    """(n, n) int counts; rows = actual key, columns = predicted key."""
+    t, p = np.asarray(true).ravel(), np.asarray(pred).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"true and pred differ in length: {t.shape} vs {p.shape}")
+    if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes})")
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (t.astype(np.int64), p.astype(np.int64)), 1)
+    return cm
+
+
+def accuracy(cm: np.ndarray) -> float:
+    """Fraction on the diagonal (paper Table 2 reports it as correct/300)."""
+    total = cm.sum()
+    if total == 0:
+        raise ValueError("empty confusion matrix")
+    return float(np.trace(cm) / total)
+
+
+def mask_coverage(mask: torch.Tensor) -> float:
+    """Fraction of one channel's Fourier coefficients the disc overwrites."""
+    return mask.sum().item() / mask.numel()
