@@ -70,7 +70,7 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
         z_true4 = z_true.reshape(-1, *z_true.shape[-3:]).to(model.device)
 
     with measure(model.device) as m:
-        tracker = Tracker(steps, method, model.device, residual_kind=RESIDUAL_KIND.get(method, "latent ||T(z)||"),
+        tracker = Tracker(steps, len(x4), method, model.device, residual_kind=RESIDUAL_KIND.get(method, "latent ||T(z)||"),
                           z_true=z_true4, tol=tol, callback=callback, progress=progress)
         problem = Problem(model, x4, model.encode(x4, chunk_size, check=False), chunk_size)
         with torch.no_grad():

@@ -49,9 +49,9 @@ def norms(t: torch.Tensor) -> torch.Tensor:
 
 
 class Tracker:
-    def __init__(self, steps: int, method: str, device, *, residual_kind: str, z_true=None, tol=None,
+    def __init__(self, steps: int, batch: int, method: str, device, *, residual_kind: str, z_true=None, tol=None,
                  callback=None, progress: bool = True):
-        self.steps, self.device, self.residual_kind = steps, device, residual_kind
+        self.steps, self.batch, self.device, self.residual_kind = steps, batch, device, residual_kind
         self.z_true, self.tol, self.callback = z_true, tol, callback
         self.bar = tqdm(total=steps, desc=method, disable=not progress, leave=False)
         self.active = None
@@ -89,7 +89,7 @@ class Tracker:
 
     def trace(self) -> Trace:
         self.bar.close()
-        stack = lambda rows: torch.stack(rows).cpu().numpy() if rows else np.zeros((0, 0))
+        stack = lambda rows: torch.stack(rows).cpu().numpy() if rows else np.zeros((0, self.batch))
         return Trace(
             residual=stack(self._residual),
             residual_kind=self.residual_kind,
