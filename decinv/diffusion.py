@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 def _check_inputs(z: torch.Tensor, steps: int, scheduler: SchedulerMixin) -> None:

@@ -206,7 +206,7 @@ def error_map(x: Any, y: Any, gain: float = 5.0) -> np.ndarray:
 
 
 def _grid(n: int, ncols: int | None) -> tuple[int, int]:
-    ncols = n if ncols is None else max(1, min(ncols, n))
+    ncols = min(n, 4) if ncols is None else max(1, min(ncols, n))
     return math.ceil(n / ncols), ncols
 
 
@@ -224,7 +224,8 @@ def show_images(
 
     ``images`` is a (B, 3, H, W) tensor/array in [-1, 1], or a list of such (lists are concatenated). ``vrange``
     is the value range mapped to black..white, one for all panels or one per panel (use ``(0, 1)`` for the
-    output of :func:`error_map`). Each panel is ``size`` inches wide, big enough to see error maps.
+    output of :func:`error_map`). Each panel is ``size`` inches wide, big enough to see error maps; at most four
+    panels per row unless ``ncols`` says otherwise.
     """
     import matplotlib.pyplot as plt
 

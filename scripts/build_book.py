@@ -8,14 +8,16 @@
 
 For each selected ``notebooks/<name>.md`` (a jupytext MyST notebook with a kernelspec header and one cell tagged
 ``parameters``): jupytext -> ipynb -> ``papermill -k python3`` with the forwarded parameters -> the executed
-notebook is written to ``book/chapters/<name>.ipynb``, with papermill's injected-parameters cell tagged
-``remove-cell`` so the book does not show it. Any cell error stops that notebook, names it, and makes the
-script exit non-zero without building the site (a stale executed copy of a failed notebook is deleted, so it
-cannot slip into the book). Wall times go to ``book/chapters/timings.json`` and are printed as a table.
+notebook is written to ``book/chapters/<name>.ipynb``. Papermill's injected-parameters cell is tagged
+``remove-cell`` so the book does not show it; instead a one-line note under the parameters cell says which values
+replaced the defaults, and a smoke run gets a warning banner under the page title. Any cell error stops that
+notebook, names it, and makes the script exit non-zero without building the site (a stale executed copy of a
+failed notebook is deleted, so it cannot slip into the book). Wall times go to ``book/chapters/timings.json`` and
+are printed as a table.
 
 Kernel environment: cwd = notebooks/ (as when the source is opened in Jupyter), the repository root on
 PYTHONPATH, HF_HUB_OFFLINE=1 and TQDM_DISABLE=1 unless already set, MPLCONFIGDIR a fresh temp dir, MPLBACKEND
-removed (so figures are captured inline).
+removed (so figures are captured inline), tqdm's "IProgress not found" warning silenced.
 
 Lives in scripts/ rather than in the decinv package: it is a build tool that needs jupytext, papermill and
 jupyter-book, none of which the library itself should depend on.
@@ -115,6 +117,60 @@ def tag_injected_cell(nb: dict) -> int:
     return count
 
 
+SMOKE_BANNER = (
+    ":::{warning}\n"
+    "**Smoke run.** This page was executed with `smoke = True`, the smallest settings that run every cell. "
+    "It shows that the code works; its numbers and figures are not results.\n"
+    ":::"
+)
+
+
+def is_smoke(params: list[tuple[str, str]], smoke_flag: bool) -> bool:
+    """Whether this run executes the notebooks in smoke mode (``--smoke`` or ``-p smoke True``)."""
+    return smoke_flag or ("smoke", "True") in [tuple(p) for p in params]
+
+
+def add_smoke_banner(nb: dict) -> None:
+    """Insert the smoke-run warning after the cell holding the page title (or first, if there is none)."""
+    cells = nb.setdefault("cells", [])
+    at = 0
+    for i, cell in enumerate(cells):
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else src
+        if cell.get("cell_type") == "markdown" and any(line.startswith("# ") for line in src.splitlines()):
+            at = i + 1
+            break
+    banner = {"cell_type": "markdown", "metadata": {"tags": ["smoke-banner"]}, "source": SMOKE_BANNER}
+    if "id" in (cells[0] if cells else {}):
+        banner["id"] = "smoke-banner"
+    cells.insert(at, banner)
+
+
+def add_parameters_note(nb: dict) -> bool:
+    """Below papermill's (hidden) injected cell, say in prose which values replaced the defaults shown above.
+
+    Returns False when there is no injected cell. The note quotes the injected assignments verbatim.
+    """
+    cells = nb.get("cells", [])
+    for i, cell in enumerate(cells):
+        if INJECTED_TAG not in cell.get("metadata", {}).get("tags", []):
+            continue
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else src
+        assignments = [line.strip() for line in src.splitlines() if line.strip() and not line.startswith("#")]
+        if not assignments:
+            return False
+        values = ", ".join(f"`{a}`" for a in assignments)
+        note = {"cell_type": "markdown", "metadata": {"tags": ["papermill-parameters-note"]},
+                "source": f":::{{note}}\nThis page was executed with {values}, which replace the defaults "
+                          "in the cell above.\n:::"}
+        if "id" in cell:
+            note["id"] = "papermill-parameters-note"
+        cells.insert(i + 1, note)
+        return True
+    return False
+
+
 def parameters_cells(nb: dict) -> list[int]:
     """Indices of the cells tagged ``parameters``."""
     return [i for i, c in enumerate(nb.get("cells", [])) if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -132,9 +188,18 @@ def slowest_cells(nb: dict, n: int = 3) -> list[dict]:
         src = cell.get("source", "")
         src = "".join(src) if isinstance(src, list) else src
         first = next((line for line in src.splitlines() if line.strip()), "")
-        rows.append({"cell": i, "seconds": round(float(duration), 3), "source": first[:80]})
+        rows.append({"cell": i, "seconds": round(float(duration), 3), "source": first.strip()[:80]})
     rows.sort(key=lambda r: r["seconds"], reverse=True)
     return rows[:n]
+
+
+def cell_error_summary(stderr: str, max_lines: int = 30) -> str:
+    """The useful part of papermill's stderr: from the cell-error banner on, else the last lines."""
+    lines = stderr.strip().splitlines()
+    for i, line in enumerate(lines):
+        if "PapermillExecutionError" in line:
+            return "\n".join(lines[i + 1:][-max_lines:]).strip()
+    return "\n".join(lines[-max_lines:])
 
 
 def toc_files(toc: dict) -> list[str]:
@@ -217,13 +282,16 @@ def kernel_env(root: Path, mpl_dir: str) -> dict:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TQDM_DISABLE", "1")  # no progress-bar widgets in the book
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    # tqdm.auto warns "IProgress not found" on import when ipywidgets is absent; that stderr would land in the book
+    quiet = "ignore:IProgress not found"
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
     env["MPLCONFIGDIR"] = mpl_dir
     env.pop("MPLBACKEND", None)  # let ipykernel pick the inline backend, or figures vanish from the book
     return env
 
 
 def to_ipynb(source: Path, target: Path) -> dict:
-    """jupytext source -> ipynb; fails (SystemExit-free ValueError) with a fix if a header/tag is missing."""
+    """jupytext source -> ipynb; raises ValueError, saying how to fix it, if the header or the tag is missing."""
     import jupytext
     import nbformat
 
@@ -247,7 +315,7 @@ def declared_parameters(ipynb: Path) -> set[str]:
 
 
 def execute(source: Path, out_dir: Path, failed_dir: Path, pm_args: list[str], env: dict, work: Path,
-            cell_timeout: int | None, log_output: bool) -> Result:
+            cell_timeout: int | None, log_output: bool, smoke: bool = False) -> Result:
     import nbformat
 
     name = source.stem
@@ -282,8 +350,7 @@ def execute(source: Path, out_dir: Path, failed_dir: Path, pm_args: list[str], e
         if tmp_out.exists():
             kept = failed_dir / f"{name}.ipynb"
             shutil.copyfile(tmp_out, kept)
-        tail = (proc.stderr or "").strip().splitlines()[-25:] if not log_output else []
-        msg = "\n".join(tail) or f"papermill exited with {proc.returncode}"
+        msg = cell_error_summary(proc.stderr or "") or f"papermill exited with {proc.returncode}"
         if kept:
             msg += f"\n(partially executed notebook kept at {kept})"
         return Result(name, "FAILED", seconds, error=msg)
@@ -291,6 +358,10 @@ def execute(source: Path, out_dir: Path, failed_dir: Path, pm_args: list[str], e
     nb = nbformat.read(tmp_out, as_version=4)
     if tag_injected_cell(nb) == 0 and pm_args:
         print(f"  warning: {name}: papermill injected no parameters cell")
+    add_parameters_note(nb)
+    if smoke:
+        add_smoke_banner(nb)
+    nb = nbformat.from_dict(nb)
     nbformat.write(nb, tmp_out)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.move(str(tmp_out), final)
@@ -342,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             if not sources:
                 print(f"error: no notebooks found in {root / NOTEBOOKS}", file=sys.stderr)
                 return 2
+            smoke = is_smoke(args.parameters, args.smoke)
             print(f"executing {len(sources)} notebook(s) with: {' '.join(pm_args) or '(default parameters)'}")
             print(f"  HF_HUB_OFFLINE={env['HF_HUB_OFFLINE']}  kernel cwd={root / NOTEBOOKS}  -> {out_dir}")
             results: list[Result] = []
@@ -349,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                 for src in sources:
                     print(f"- {src.stem} ...", flush=True)
                     res = execute(src, out_dir, root / "_build" / "failed-notebooks", pm_args, env, Path(work),
-                                  args.cell_timeout, args.log_output)
+                                  args.cell_timeout, args.log_output, smoke)
                     print(f"  {res.status} in {res.seconds:.1f} s", flush=True)
                     results.append(res)
                     if res.status != "ok" and args.fail_fast:
@@ -363,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
             tpath = out_dir / TIMINGS
             old = json.loads(tpath.read_text()) if tpath.exists() else {}
-            tpath.write_text(json.dumps(merge_timings(old, [r.row() for r in results], meta), indent=2) + "\n")
+            rows = [{**r.row(), "parameters": pm_args} for r in results]
+            tpath.write_text(json.dumps(merge_timings(old, rows, meta), indent=2) + "\n")
             print("\n" + format_table([r.row() for r in results]))
             print(f"(timings written to {tpath.relative_to(root)})")
             failed = [r for r in results if r.status != "ok"]

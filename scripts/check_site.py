@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Check the built book in a real headless browser.
 
-    python scripts/check_site.py [_build/html] [--mathjax-dir DIR] [--timeout 30]
+    python scripts/check_site.py [_build/html] [--mathjax-dir DIR] [--timeout 30] [--screenshots DIR]
 
 Serves the site on 127.0.0.1 (``http.server`` on a free port), opens every HTML page in headless Chromium and
 checks that
@@ -134,6 +134,15 @@ class CDPError(RuntimeError):
     pass
 
 
+def _high_fd(fd: int, minimum: int = 10) -> int:
+    """Duplicate ``fd`` to a number >= ``minimum`` and close the original."""
+    import fcntl
+
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, minimum)
+    os.close(fd)
+    return new
+
+
 class Browser:
     """Minimal Chrome DevTools Protocol client over ``--remote-debugging-pipe`` (fd 3 in, fd 4 out)."""
 
@@ -143,14 +152,19 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="decinv-chromium-")
         to_browser_r, self._to_browser_w = os.pipe()
         self._from_browser_r, from_browser_w = os.pipe()
-        # sh maps our pipe ends onto fds 3/4 (what --remote-debugging-pipe expects), then execs the browser
+        # move the child's ends above 9 so that the fd 3/4 redirections below cannot clobber them
+        to_browser_r, from_browser_w = (_high_fd(to_browser_r), _high_fd(from_browser_w))
+        # bash maps our pipe ends onto fds 3/4 (what --remote-debugging-pipe expects), then execs the browser
+        # (bash, not sh: dash cannot redirect file descriptors above 9)
         script = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w} {to_browser_r}<&- {from_browser_w}>&-'
+        self.log_path = Path(self.profile) / "chromium-stderr.log"
+        self._log = None if verbose else open(self.log_path, "wb")  # a file, not a pipe: it can never fill up
         self.proc = subprocess.Popen(
-            ["sh", "-c", script, binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            ["bash", "-c", script, binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
             pass_fds=(to_browser_r, from_browser_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE if not verbose else None,
+            stderr=self._log,
         )
         os.close(to_browser_r)
         os.close(from_browser_w)
@@ -158,13 +172,21 @@ class Browser:
         self._lock = threading.Lock()
         self._pending: dict[int, queue.Queue] = {}
         self._events: dict[str | None, queue.Queue] = {}
+        self._nav: dict[str, dict] = {}
         self._closed = threading.Event()
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
-        self.version = self.call("Browser.getVersion", timeout=60)["product"]
+        try:
+            self.version = self.call("Browser.getVersion", timeout=60)["product"]
+        except (CDPError, OSError) as exc:
+            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+            self.close()
+            raise CDPError(f"{exc}\n{tail}".strip()) from None
 
     # transport
     def _send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
+        if self._closed.is_set():
+            raise CDPError(f"{method}: the browser has exited (code {self.proc.poll()})")
         with self._lock:
             self._next_id += 1
             msg_id = self._next_id
@@ -172,15 +194,24 @@ class Browser:
             msg = {"id": msg_id, "method": method, "params": params or {}}
             if session:
                 msg["sessionId"] = session
-            os.write(self._to_browser_w, json.dumps(msg).encode() + b"\0")
+            data = memoryview(json.dumps(msg).encode() + b"\0")
+            while data:  # large messages (MathJax fonts) may need several writes
+                data = data[os.write(self._to_browser_w, data):]
         return msg_id
 
     def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30):
         msg_id = self._send(method, params, session)
+        deadline = time.monotonic() + timeout
         try:
-            reply = self._pending[msg_id].get(timeout=timeout)
-        except queue.Empty:
-            raise CDPError(f"{method}: no reply within {timeout} s") from None
+            while True:
+                try:
+                    reply = self._pending[msg_id].get(timeout=0.2)
+                    break
+                except queue.Empty:
+                    if self._closed.is_set():
+                        raise CDPError(f"{method}: the browser exited (code {self.proc.poll()})") from None
+                    if time.monotonic() > deadline:
+                        raise CDPError(f"{method}: no reply within {timeout} s") from None
         finally:
             self._pending.pop(msg_id, None)
         if "error" in reply:
@@ -254,8 +285,8 @@ class Browser:
         info = {"status": None, "failed": [], "js_errors": [], "nav_error": reply.get("errorText")}
         if info["nav_error"]:
             return info
-        main_frame = reply.get("frameId")
-        requests: dict[str, str] = {}
+        # only network events of this navigation count (late events of the previous page are dropped)
+        self._nav[session] = {"loader": reply.get("loaderId"), "frame": reply.get("frameId"), "requests": {}}
         deadline = time.monotonic() + timeout
         loaded = False
         while time.monotonic() < deadline:
@@ -263,27 +294,35 @@ class Browser:
                 ev = q.get(timeout=max(0.05, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            method, p = ev.get("method"), ev.get("params", {})
-            if method == "Network.requestWillBeSent":
-                requests[p["requestId"]] = p["request"]["url"]
-            elif method == "Network.responseReceived":
-                resp = p["response"]
-                if p.get("type") == "Document" and p.get("frameId") == main_frame and info["status"] is None:
-                    info["status"] = resp.get("status")
-                if resp.get("status", 200) >= 400:
-                    info["failed"].append((resp["url"], f"HTTP {resp['status']}"))
-            elif method == "Network.loadingFailed":
-                if not p.get("canceled"):
-                    info["failed"].append((requests.get(p["requestId"], "?"), p.get("errorText", "failed")))
-            elif method == "Runtime.exceptionThrown":
-                d = p.get("exceptionDetails", {})
-                info["js_errors"].append((d.get("exception", {}) or {}).get("description") or d.get("text"))
-            elif method == "Page.loadEventFired":
+            if ev.get("method") == "Page.loadEventFired":
                 loaded = True
                 break
+            self._record(session, ev, info)
         if not loaded:
             info["nav_error"] = f"no load event within {timeout} s"
         return info
+
+    def _record(self, session: str, ev: dict, info: dict) -> None:
+        nav = self._nav.get(session, {})
+        method, p = ev.get("method"), ev.get("params", {})
+        if method == "Network.requestWillBeSent":
+            if p.get("loaderId") == nav.get("loader"):
+                nav["requests"][p["requestId"]] = p["request"]["url"]
+        elif method == "Network.responseReceived":
+            if p["requestId"] not in nav.get("requests", {}):
+                return
+            resp = p["response"]
+            if p.get("type") == "Document" and p.get("frameId") == nav.get("frame") and info.get("status") is None:
+                info["status"] = resp.get("status")
+            if resp.get("status", 200) >= 400:
+                info["failed"].append((resp["url"], f"HTTP {resp['status']}"))
+        elif method == "Network.loadingFailed":
+            url = nav.get("requests", {}).get(p["requestId"])
+            if url is not None and not p.get("canceled"):
+                info["failed"].append((url, p.get("errorText", "failed")))
+        elif method == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            info["js_errors"].append((d.get("exception", {}) or {}).get("description") or d.get("text"))
 
     def evaluate(self, session: str, expression: str, timeout: float):
         res = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
@@ -292,26 +331,24 @@ class Browser:
             raise CDPError(f"page script failed: {res['exceptionDetails'].get('text')}")
         return res["result"].get("value")
 
+    def screenshot(self, session: str, path: Path, max_height: int = 6000) -> None:
+        """Save a full-page PNG (height capped at ``max_height`` CSS pixels)."""
+        size = self.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
+        data = self.call("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True},
+                         session=session, timeout=60)["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data))
+
     def drain(self, session: str) -> dict:
         """Failures and JS errors that arrived after the load event (e.g. MathJax fonts, lazy images)."""
-        info = {"failed": [], "js_errors": []}
+        info = {"status": 200, "failed": [], "js_errors": []}
         q = self.events(session)
-        requests: dict[str, str] = {}
         while True:
             try:
-                ev = q.get_nowait()
+                self._record(session, q.get_nowait(), info)
             except queue.Empty:
                 break
-            method, p = ev.get("method"), ev.get("params", {})
-            if method == "Network.requestWillBeSent":
-                requests[p["requestId"]] = p["request"]["url"]
-            elif method == "Network.responseReceived" and p["response"].get("status", 200) >= 400:
-                info["failed"].append((p["response"]["url"], f"HTTP {p['response']['status']}"))
-            elif method == "Network.loadingFailed" and not p.get("canceled"):
-                info["failed"].append((requests.get(p["requestId"], "?"), p.get("errorText", "failed")))
-            elif method == "Runtime.exceptionThrown":
-                d = p.get("exceptionDetails", {})
-                info["js_errors"].append((d.get("exception", {}) or {}).get("description") or d.get("text"))
         return info
 
     def close(self) -> None:
@@ -326,13 +363,20 @@ class Browser:
                 os.close(self._to_browser_w)
             except OSError:
                 pass
+            if self._log is not None:
+                self._log.close()
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
 def find_chromium() -> str | None:
-    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
-                 "google-chrome-stable"):
-        if name and shutil.which(name):
+    """$CHROMIUM, else Debian's real binary (skipping the /usr/bin/chromium wrapper and the extra flags it adds
+    from /etc/chromium.d), else the first Chromium/Chrome on PATH."""
+    if os.environ.get("CHROMIUM"):
+        return shutil.which(os.environ["CHROMIUM"])
+    if os.access("/usr/lib/chromium/chromium", os.X_OK):
+        return "/usr/lib/chromium/chromium"
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
             return shutil.which(name)
     return None
 
@@ -346,9 +390,18 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # the browser cancels requests when it moves on (BrokenPipe/ConnectionReset): not a site problem
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     handler = functools.partial(QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # port 0: the OS picks a free port
+    server = QuietServer(("127.0.0.1", 0), handler)  # port 0: the OS picks a free port
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
@@ -430,6 +483,8 @@ def check_page(browser: Browser, session: str, base: str, url: str, rel: str, ti
     late = browser.drain(session)
     host = urlsplit(base).netloc
     for failed_url, why in info["failed"] + late["failed"]:
+        if urlsplit(failed_url).path == "/favicon.ico":  # requested by the browser itself, not by the page
+            continue
         if urlsplit(failed_url).netloc == host:
             report.problems.append(f"resource failed: {failed_url} ({why})")
         else:
@@ -472,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mathjax-dir", help="local MathJax 3 package dir (containing es5/) to use instead of the CDN")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a page, its images, MathJax")
     ap.add_argument("--verbose", action="store_true", help="show Chromium's stderr and every page's result")
+    ap.add_argument("--screenshots", type=Path, metavar="DIR", help="also save a full-page PNG of every page here")
     args = ap.parse_args(argv)
 
     root = args.site.resolve()
@@ -512,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
                 report.problems.append(f"browser error: {exc}")
                 session = browser.new_page()
                 continue
+            if probe is not None and args.screenshots:
+                browser.screenshot(session, args.screenshots / (rel.replace("/", "__") + ".png"))
             if probe is not None:
                 links[rel] = probe["links"]
                 ids[normalise(page_url(base, root, page))] = set(probe["ids"])
@@ -524,9 +582,13 @@ def main(argv: list[str] | None = None) -> int:
         server.shutdown()
 
     bad = {k: r for k, r in reports.items() if r.problems}
+    warned: dict[str, list[str]] = {}
     for rel, r in sorted(reports.items()):
         for w in dict.fromkeys(r.warnings):
-            print(f"warning: {rel}: {w}")
+            warned.setdefault(w, []).append(rel)
+    for w, pages in warned.items():
+        where = pages[0] if len(pages) == 1 else f"{len(pages)} pages ({pages[0]}, ...)"
+        print(f"warning: {where}: {w}")
     for rel, r in sorted(bad.items()):
         for p in dict.fromkeys(r.problems):
             print(f"FAIL: {rel}: {p}")

@@ -49,15 +49,18 @@ def pyramid(names: tuple[str, ...]) -> list[torch.Tensor]:
     return levels
 
 
-def random_crops(levels: list[torch.Tensor], n: int, generator: torch.Generator) -> torch.Tensor:
-    """n random 64x64 crops with random horizontal flips, shape (n, 3, 64, 64)."""
+def random_crops(levels: list[torch.Tensor], n: int, generator: torch.Generator, height: int = CROP,
+                 width: int = CROP) -> torch.Tensor:
+    """n random height x width crops (default 64x64) with random horizontal flips, shape (n, 3, height, width).
+    Levels smaller than the crop are skipped."""
+    levels = [level for level in levels if level.shape[1] >= height and level.shape[2] >= width]
     picks = torch.randint(len(levels), (n,), generator=generator)
     crops = []
     for k in picks.tolist():
         level = levels[k]
-        top = torch.randint(level.shape[1] - CROP + 1, (1,), generator=generator).item()
-        left = torch.randint(level.shape[2] - CROP + 1, (1,), generator=generator).item()
-        crop = level[:, top : top + CROP, left : left + CROP]
+        top = torch.randint(level.shape[1] - height + 1, (1,), generator=generator).item()
+        left = torch.randint(level.shape[2] - width + 1, (1,), generator=generator).item()
+        crop = level[:, top : top + height, left : left + width]
         if torch.rand((), generator=generator) < 0.5:
             crop = crop.flip(-1)
         crops.append(crop)

@@ -1,0 +1,32 @@
+# Two entry points on a fresh machine (see README):
+#   make book   set up, execute every notebook with the bundled tiny model, build the site in _build/html
+#   make test   set up, run the test suite
+# TORCH picks the PyTorch build installed before anything else: the default pin is a CPU wheel on machines that
+# carry it locally and the platform's usual (CUDA on Linux) wheel elsewhere; override e.g.
+#   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: book test check-site clean
+
+book: $(VENV)/.installed-book
+	$(BIN)/python scripts/build_book.py
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+check-site: $(VENV)/.installed-book
+	bash scripts/install_browser.sh
+	$(BIN)/python scripts/check_site.py _build/html
+
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[$*]"
+	touch $@
+
+clean:
+	rm -rf _build book/chapters

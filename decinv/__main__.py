@@ -1,0 +1,5 @@
+import sys
+
+from decinv.cli import main
+
+sys.exit(main())

@@ -1,0 +1,217 @@
+"""Pure-logic tests of scripts/build_book.py and scripts/check_site.py (no notebook execution, no browser)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bb = load_script("build_book")
+cs = load_script("check_site")
+
+
+# ---------------------------------------------------------------------------------------------- build_book
+
+
+def test_smoke_flag_becomes_papermill_parameter_and_forwarding_keeps_order():
+    args = bb.papermill_parameter_args([("profile", "sd21"), ("device", "cuda")], [("seed", "0")],
+                                       ["iters: [20, 50]"], smoke=True)
+    assert args == ["-p", "smoke", "True", "-p", "profile", "sd21", "-p", "device", "cuda", "-r", "seed", "0",
+                    "-y", "iters: [20, 50]"]
+    assert bb.parameter_names(args) == ["smoke", "profile", "device", "seed", "iters"]
+
+
+def test_explicit_smoke_parameter_wins_over_flag():
+    args = bb.papermill_parameter_args([("smoke", "False")], [], [], smoke=True)
+    assert args == ["-p", "smoke", "False"]
+    assert bb.papermill_parameter_args([], [], [], smoke=False) == []
+
+
+def test_is_smoke():
+    assert bb.is_smoke([], True)
+    assert bb.is_smoke([("smoke", "True")], False)
+    assert not bb.is_smoke([("smoke", "False")], False)
+    assert not bb.is_smoke([("profile", "tiny")], False)
+
+
+def test_select_notebooks_by_name_and_prefix(tmp_path):
+    paths = [tmp_path / n for n in ("03_fsm_km.md", "01_motivation.md", "model_card.md", "04_adam.md")]
+    assert [p.stem for p in bb.select_notebooks(paths, None)] == ["01_motivation", "03_fsm_km", "04_adam",
+                                                                  "model_card"]
+    assert [p.stem for p in bb.select_notebooks(paths, ["04", "01_motivation.md"])] == ["01_motivation", "04_adam"]
+    assert [p.stem for p in bb.select_notebooks(paths, ["model_card"])] == ["model_card"]
+    with pytest.raises(SystemExit, match="matches no notebook"):
+        bb.select_notebooks(paths, ["99"])
+
+
+def test_tag_injected_cell_adds_remove_cell_once():
+    nb = {"cells": [
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = 1"},
+        {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "x = 2"},
+        {"cell_type": "code", "metadata": {}, "source": "print(x)"},
+    ]}
+    assert bb.tag_injected_cell(nb) == 1
+    assert bb.tag_injected_cell(nb) == 1  # idempotent
+    assert nb["cells"][1]["metadata"]["tags"] == ["injected-parameters", "remove-cell"]
+    assert nb["cells"][0]["metadata"]["tags"] == ["parameters"]
+    assert nb["cells"][2]["metadata"]["tags"] == []
+    assert bb.parameters_cells(nb) == [0]
+
+
+def test_smoke_banner_goes_below_the_title():
+    nb = {"cells": [
+        {"cell_type": "code", "metadata": {}, "source": "import x"},
+        {"cell_type": "markdown", "metadata": {}, "source": ["# Title\n", "text"]},
+        {"cell_type": "code", "metadata": {}, "source": "y"},
+    ]}
+    bb.add_smoke_banner(nb)
+    assert nb["cells"][2]["metadata"]["tags"] == ["smoke-banner"]
+    assert "Smoke run" in nb["cells"][2]["source"]
+    untitled = {"cells": [{"cell_type": "code", "metadata": {}, "source": "y"}]}
+    bb.add_smoke_banner(untitled)
+    assert untitled["cells"][0]["cell_type"] == "markdown"
+
+
+def test_slowest_cells_sorted_and_limited():
+    cells = [{"cell_type": "code", "metadata": {"papermill": {"duration": d}}, "source": f"\n  step{i}()\n"}
+             for i, d in enumerate([0.5, 3.0, None, 1.25])]
+    cells.append({"cell_type": "markdown", "metadata": {"papermill": {"duration": 9.0}}, "source": "# md"})
+    rows = bb.slowest_cells({"cells": cells}, n=2)
+    assert rows == [{"cell": 1, "seconds": 3.0, "source": "step1()"}, {"cell": 3, "seconds": 1.25,
+                                                                       "source": "step3()"}]
+
+
+def test_toc_files_and_missing(tmp_path):
+    toc = {"format": "jb-book", "root": "book/intro", "parts": [
+        {"caption": "A", "chapters": [{"file": "book/reading"}, {"file": "book/chapters/01_x",
+                                                                  "sections": [{"file": "book/chapters/01_y"}]}]},
+        {"caption": "B", "chapters": [{"file": "book/references.md"}]},
+    ]}
+    assert bb.toc_files(toc) == ["book/intro", "book/reading", "book/chapters/01_x", "book/chapters/01_y",
+                                 "book/references.md"]
+    (tmp_path / "book" / "chapters").mkdir(parents=True)
+    for f in ("book/intro.md", "book/reading.md", "book/chapters/01_x.ipynb", "book/references.md"):
+        (tmp_path / f).write_text("x")
+    assert bb.missing_toc_files(tmp_path, toc) == ["book/chapters/01_y"]
+
+
+def test_repository_toc_lists_every_page_and_chapter():
+    yaml = pytest.importorskip("yaml")
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = bb.toc_files(toc)
+    assert files[0] == "book/intro"
+    for name in ("01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "05_watermark", "06_gpu",
+                 "model_card", "benchmark"):
+        assert f"book/chapters/{name}" in files
+    prose = [f for f in files if not f.startswith("book/chapters/")]
+    assert bb.missing_toc_files(ROOT, {"root": prose[0], "chapters": [{"file": f} for f in prose[1:]]}) == []
+
+
+def test_merge_timings_updates_by_notebook():
+    old = {"updated": "then", "notebooks": [{"notebook": "a", "seconds": 1.0}, {"notebook": "b", "seconds": 2.0}]}
+    merged = bb.merge_timings(old, [{"notebook": "b", "seconds": 5.0}, {"notebook": "c", "seconds": 3.0}],
+                              {"updated": "now"})
+    assert merged["updated"] == "now"
+    assert [(r["notebook"], r["seconds"]) for r in merged["notebooks"]] == [("a", 1.0), ("b", 5.0), ("c", 3.0)]
+
+
+def test_kernel_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = bb.kernel_env(tmp_path, "/tmp/mpl")
+    assert "MPLBACKEND" not in env
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["PYTHONPATH"].split(":")[:2] == [str(tmp_path), "/elsewhere"]
+    assert env["MPLCONFIGDIR"] == "/tmp/mpl"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # an explicit choice is kept (first download of GPU weights)
+    assert bb.kernel_env(tmp_path, "/tmp/mpl")["HF_HUB_OFFLINE"] == "0"
+
+
+def test_to_ipynb_requires_kernelspec_and_parameters_cell(tmp_path):
+    pytest.importorskip("jupytext")
+    header = "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n" \
+             "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n# T\n\n"
+    good = tmp_path / "good.md"
+    good.write_text(header + "```{code-cell} ipython3\n:tags: [parameters]\n\nsmoke = False\n```\n")
+    nb = bb.to_ipynb(good, tmp_path / "good.ipynb")
+    assert bb.parameters_cells(nb) == [1] and (tmp_path / "good.ipynb").exists()
+    untagged = tmp_path / "untagged.md"
+    untagged.write_text(header + "```{code-cell} ipython3\nsmoke = False\n```\n")
+    with pytest.raises(ValueError, match="no cell tagged 'parameters'"):
+        bb.to_ipynb(untagged, tmp_path / "untagged.ipynb")
+    nokernel = tmp_path / "nokernel.md"
+    nokernel.write_text("# T\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nsmoke = False\n```\n")
+    with pytest.raises(ValueError, match="kernelspec"):
+        bb.to_ipynb(nokernel, tmp_path / "nokernel.ipynb")
+
+
+# ---------------------------------------------------------------------------------------------- check_site
+
+
+def test_normalise_urls():
+    assert cs.normalise("http://h/book/intro.html?x=1") == "/book/intro.html"
+    assert cs.normalise("http://h/book/") == "/book/index.html"
+    assert cs.normalise("http://h/a%20b.html") == "/a b.html"
+
+
+def test_check_links_reports_missing_anchor_and_page(tmp_path):
+    (tmp_path / "a.html").write_text("<html><body id='top'></body></html>")
+    server, base = cs.serve(tmp_path)
+    try:
+        reports = {"a.html": cs.PageReport("a.html")}
+        links = {"a.html": [base + "a.html#top", base + "a.html#nope", base + "missing.html",
+                            "https://example.org/x", base + "a.html"]}
+        ids = {"/a.html": {"top"}}
+        n = cs.check_links(reports, links, ids, base)
+    finally:
+        server.shutdown()
+    assert n == 4  # the external link is ignored
+    problems = reports["a.html"].problems
+    assert len(problems) == 2
+    assert any("broken anchor" in p and "nope" in p for p in problems)
+    assert any("broken link" in p and "missing.html" in p and "404" in p for p in problems)
+
+
+def test_redirect_stub_is_recognised():
+    html = '<html><head><meta http-equiv="Refresh" content="0; url=book/intro.html" /></head></html>'
+    assert cs.REFRESH_RE.search(html).group(1) == "book/intro.html"
+
+
+def test_mathjax_cdn_path_maps_to_local_copy():
+    m = cs.MATHJAX_RE.search("/npm/mathjax@3/es5/output/chtml/fonts/woff-v2/MathJax_Zero.woff")
+    assert m.group(1) == "es5/output/chtml/fonts/woff-v2/MathJax_Zero.woff"
+    assert cs.MATHJAX_RE.search("/npm/other@3/es5/x.js") is None
+
+
+def test_cell_error_summary_keeps_the_cell_traceback():
+    stderr = "Traceback ...\n  File click/core.py\npapermill.exceptions.PapermillExecutionError: \n" \
+             "Exception encountered at \"In [4]\":\nRuntimeError: boom\n"
+    assert bb.cell_error_summary(stderr) == 'Exception encountered at "In [4]":\nRuntimeError: boom'
+    assert bb.cell_error_summary("a\nb\nc", max_lines=2) == "b\nc"
+
+
+def test_parameters_note_quotes_injected_values_below_the_hidden_cell():
+    nb = {"cells": [
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": 'profile = "tiny"'},
+        {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+         "source": '# Parameters\nprofile = "sd21"\nsmoke = True\n'},
+        {"cell_type": "code", "metadata": {}, "source": "run()"},
+    ]}
+    assert bb.add_parameters_note(nb)
+    note = nb["cells"][2]
+    assert note["cell_type"] == "markdown"
+    assert '`profile = "sd21"`' in note["source"] and "`smoke = True`" in note["source"]
+    assert nb["cells"][3]["source"] == "run()"
+    assert not bb.add_parameters_note({"cells": [{"cell_type": "code", "metadata": {}, "source": "x"}]})

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+import decinv
+from decinv.experiments import PROFILES, camera_pan, get_profile, quantize_8bit, real_instances
+from tests.conftest import small_vae
+
+
+def test_quantize_8bit_has_256_levels_and_is_idempotent():
+    x = torch.linspace(-1.2, 1.2, 10_000).reshape(1, 1, 100, 100)
+    q = quantize_8bit(x)
+    assert q.unique().numel() == 256 and torch.equal(quantize_8bit(q), q)
+    assert (q - x.clamp(-1, 1)).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_profiles_and_unknown_profile():
+    assert get_profile("sd14-video").frames == 16 and PROFILES["sd21"].height == 512
+    with pytest.raises(ValueError, match="unknown profile"):
+        get_profile("sdxl")
+
+
+def test_real_instances_are_exact_decoder_images():
+    model = decinv.load_model(small_vae(), device="cpu")
+    inst = real_instances(model, 3, 16, 24, seed=0)
+    assert inst.x.shape == (3, 3, 16, 24) and inst.z_true.shape == (3, 4, 4, 6)
+    assert torch.allclose(inst.x, quantize_8bit(model.decode(inst.z_true)))
+
+
+def test_camera_pan_frames_shift():
+    model = decinv.load_model(small_vae(), device="cpu")
+    clip = camera_pan(model, frames=3, height=16, width=16, step=4)
+    assert clip.x.shape == (1, 3, 3, 16, 16) and clip.z_true.shape == (1, 3, 4, 4, 4)
