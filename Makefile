@@ -15,8 +15,9 @@ export HF_HUB_OFFLINE ?= 1
 book: $(VENV)/.installed-book
 	$(BIN)/python scripts/build_book.py
 
+# Passive OpenMP waits: on a loaded machine spinning torch threads otherwise stall each other (seen: 100x slower).
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 check-site: $(VENV)/.installed-book
 	bash scripts/install_browser.sh

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from decinv.bench import add_parser as add_bench_parser
+
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -117,12 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.set_defaults(run=cmd_invert)
     methods = sub.add_parser("methods", help="list the inversion methods and their options")
     methods.set_defaults(run=cmd_methods)
-    try:
-        from decinv.bench import add_parser as add_bench
-    except ImportError:
-        add_bench = None
-    if add_bench:
-        add_bench(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,116 @@
+"""The benchmark suites run end to end on a small random autoencoder, return their keys, and write loadable JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import decinv
+from decinv import bench
+from tests.conftest import small_vae
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread here: on a busy 2-core machine, 2 threads make these tiny workloads ~100x slower
+    (each parallel region waits for a descheduled thread), while 1 thread is unaffected."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return decinv.load_model(small_vae(), device="cpu")
+
+
+def _positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_time_to_reach_interpolates_in_steps():
+    curve = [{"steps": 10, "seconds": 1.0, "nmse_db": -10.0, "peak_memory_bytes": 5},
+             {"steps": 20, "seconds": 2.0, "nmse_db": -20.0, "peak_memory_bytes": 7}]
+    hit = bench.time_to_reach(-15.0, curve)
+    assert hit["reached"] and hit["steps"] == pytest.approx(15.0) and hit["seconds"] == pytest.approx(1.5)
+    assert hit["peak_memory_bytes"] == 7
+    assert bench.time_to_reach(-5.0, curve)["seconds"] == 1.0  # the first point already reaches it
+    miss = bench.time_to_reach(-25.0, curve)
+    assert not miss["reached"] and miss["best_nmse_db"] == -20.0
+
+
+def test_overhead(model):
+    out = bench.overhead(model, device="cpu", quick=True, progress=False)
+    for key in ("gradfree_per_iter_over_bare_ED", "gradient_per_iter_over_bare_Dfb", "gradient_over_gradfree_per_iter",
+                "gradfree_per_iter_over_bare_ED_min", "gradient_per_iter_over_bare_Dfb_min"):
+        assert _positive(out[key]), key
+    assert len(out["raw"]["gradfree_per_iter"]) == out["setting"]["repeat"]
+    assert len(out["raw"]["bare_ED_seconds"]) == out["setting"]["repeat"] * out["setting"]["inner"]
+    assert _positive(out["bookkeeping_per_iter_seconds"]["gradfree-adam+nmse"]["median"])
+    assert all(r["suite"] == "overhead" for r in out["ratios"])
+
+
+def test_overhead_on_bundled_tiny_model():
+    out = bench.overhead("tiny", device="cpu", quick=True, progress=False)
+    assert out["setting"]["model"]["name"] == "tiny" and _positive(out["gradfree_per_iter_over_bare_ED"])
+
+
+def test_tradeoff(model):
+    out = bench.tradeoff(model, device="cpu", quick=True, progress=False)
+    curve = out["points"]["gradfree-adam"]["0.01 scheduled"]
+    assert [p["steps"] for p in curve] == sorted(out["setting"]["gradfree_steps"])  # K >= cap read off one run
+    assert {p["from_run_steps"] for p in curve if p["steps"] >= out["setting"]["schedule_cap"]} == {8}
+    grad = out["points"]["gradient-adam"]["0.1 scheduled"]
+    assert [p["steps"] for p in grad] == list(out["setting"]["gradient_steps"])
+    for p in curve + grad:
+        assert math.isfinite(p["nmse_db"]) and _positive(p["seconds"])
+    assert len(out["comparisons"]) == len(grad)
+    for c in out["comparisons"]:
+        assert c["time_ratio"] is None or _positive(c["time_ratio"])
+        assert c["memory_ratio"] is None or c["memory_ratio"] >= 0
+    assert {"best_gradient_nmse_db", "reaches_exact", "reaches_within_1db", "time_ratio_exact"} <= set(out["headline"])
+
+
+def test_video(model):
+    out = bench.video(model, device="cpu", quick=True, progress=False)
+    frames, chunks = out["setting"]["frames"], out["setting"]["chunk_sizes"]
+    assert len(out["runs"]) == len(frames) * 2 * len(chunks)
+    assert all(r["status"] == "completed" for r in out["runs"])
+    assert _positive(out["per_iter_time_ratio_unchunked"])
+    assert out["memory_ratio_unchunked"] >= 0
+    assert set(out["gradfree_chunked_flat"]) == {str(c) for c in chunks if c}
+
+
+def test_dtype(model):
+    out = bench.dtype_suite(model, device="cpu", quick=True, progress=False)
+    runs = out["runs"]
+    assert set(runs) == {f"{m}|{d}" for m in ("gradfree-adam", "gradient-adam") for d in ("fp32", "bf16", "fp16")}
+    assert out["cpu_half_timings_not_gpu_claims"] and "NOT" in out["cpu_half_note"]
+    for d in ("fp32", "bf16", "fp16"):
+        assert not runs[f"gradfree-adam|{d}"]["failed"]
+        assert _positive(runs[f"gradfree-adam|{d}"]["time_ratio_vs_fp32"])
+    assert runs["gradient-adam|fp16"]["status"]  # a status string whether or not it failed
+    assert runs["gradient-adam|fp16"]["failed"] == runs["gradient-adam|fp16"]["status"].startswith("failed")
+
+
+def test_cli_writes_json_and_prints_table_last(tmp_path, capsys):
+    from decinv.cli import main
+
+    folder = tmp_path / "vae"
+    small_vae().save_pretrained(folder)
+    out = tmp_path / "res" / "cpu-overhead.json"
+    assert main(["bench", "--suite", "overhead", "--quick", "--model", str(folder), "--device", "cpu",
+                 "--threads", "1", "--out", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())  # strict JSON: no NaN
+    env = doc["environment"]
+    assert env["device_type"] == "cpu" and env["torch_threads"] == 1 and env["device_name"]
+    assert {"torch", "diffusers", "git_commit", "date"} <= set(env)
+    assert set(doc["suites"]) == {"overhead"} and doc["quick"] is True
+    assert doc["ratios"] and all({"suite", "ratio", "value", "target"} <= set(r) for r in doc["ratios"])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith("overhead")  # the ratio table comes last
+    assert bench.format_table(doc).splitlines()[-1] == printed[-1]
