@@ -51,7 +51,11 @@ def _reset_cpu_peak() -> int | None:
 
 @contextmanager
 def measure(device: torch.device | str = "cpu"):
-    """``with measure(device) as m: ...`` then read ``m.seconds`` and ``m.peak_memory_bytes``."""
+    """``with measure(device) as m: ...`` then read ``m.seconds`` and ``m.peak_memory_bytes``.
+
+    Do not nest two measurements: each one resets the process-wide peak (RSS on CPU, the allocator's peak on CUDA)
+    when it starts, so an inner block erases what the outer one had seen before it.
+    """
     device = torch.device(device)
     result = Measurement()
     if device.type == "cuda":

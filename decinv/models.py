@@ -195,7 +195,7 @@ def load_pipeline(source: str = "tiny", *, device=None, dtype=None) -> TinyPipel
     if not (TINY_DIR / "unet" / "config.json").exists():
         raise ModelNotAvailableError(f"The tiny model's UNet is not installed (expected {TINY_DIR / 'unet'}); "
                                      "train it with `python -m decinv.tiny.train all`.")
-    unet = UNet2DModel.from_pretrained(TINY_DIR / "unet", local_files_only=True)
-    unet = unet.to(device=vae.device, dtype=vae.dtype).eval().requires_grad_(False)
+    unet = UNet2DModel.from_pretrained(TINY_DIR / "unet", local_files_only=True, torch_dtype=vae.dtype)
+    unet = unet.to(vae.device).eval().requires_grad_(False)
     scheduler = DDIMScheduler.from_pretrained(TINY_DIR / "scheduler", local_files_only=True)
     return TinyPipeline(vae=vae, unet=unet, scheduler=scheduler)

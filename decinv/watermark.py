@@ -14,9 +14,10 @@ size//2 - 1 (the y axis is flipped, as in [48]) while fftshift puts DC at
 (size//2, size//2). So the disc is not point-symmetric about DC, and ``inject``'s
 final real-part projection averages each masked coefficient with its conjugate
 mirror: the key is only approximately present even in the exact z_T. With these
-keys the blurred key 1 lies nearer key 2 than key 1, so an *exactly* recovered
-watermark 1 is read as 2 and exact inversion caps accuracy at 2/3 (cf. the weak
-first rows of Fig. S1). ``centred_on_dc=True`` gives a symmetric disc, for which
+keys and R = 6 the blurred key 1 lies nearer key 2 than key 1, so an *exactly*
+recovered watermark 1 is read as 2 and exact inversion caps accuracy at 2/3 (cf.
+the weak first rows of Fig. S1). The cap depends on R: we saw it for R = 6, 4, 3,
+not for R = 5. ``centred_on_dc=True`` gives a symmetric disc, for which
 injection is exact and exact inversion classifies perfectly.
 """
 
