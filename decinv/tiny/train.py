@@ -85,6 +85,12 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
+    # The VAE's posterior sample draws from torch's global generators: restore them too, so a resumed run is
+    # bit-for-bit the run that was interrupted (checked by tests/test_train.py).
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["step"], state["log"], generator
 
 
@@ -92,7 +98,8 @@ def _save_checkpoint(path: Path, step, model, optimizer, scheduler, log, generat
     tmp = path.with_suffix(".tmp")
     torch.save(
         dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
-             scheduler=scheduler.state_dict(), log=log, generator=generator.get_state()),
+             scheduler=scheduler.state_dict(), log=log, generator=generator.get_state(), torch_rng=torch.get_rng_state(),
+             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None),
         tmp,
     )
     tmp.replace(path)  # never leave a half-written checkpoint
@@ -105,6 +112,18 @@ def _cosine(optimizer, steps: int, warmup: int = 100):
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - warmup) / max(1, steps - warmup))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _optimise(loss, optimizer, scheduler, step: int, running: list, log: dict, every: int = 50) -> None:
+    """One optimiser + scheduler step; appends the mean loss of each ``every`` steps to ``log["loss"]``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    running.append(loss.item())
+    if (step + 1) % every == 0:
+        log["loss"].append([step + 1, sum(running) / len(running)])
+        running.clear()
 
 
 def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, device: str, every: int) -> None:
@@ -124,14 +143,7 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
         y = vae.decode(posterior.sample(generator=None)).sample
         kl = posterior.kl().mean() / posterior.mean[0].numel()
         loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + kl_weight * kl
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        running.append(loss.item())
-        if (step + 1) % 50 == 0:
-            log["loss"].append([step + 1, sum(running) / len(running)])
-            running = []
+        _optimise(loss, optimizer, scheduler, step, running, log)
         if (step + 1) % every == 0 or step + 1 == steps:
             log["heldout_psnr"].append([step + 1, heldout_psnr(vae.eval(), device)])
             vae.train()
@@ -183,14 +195,7 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
         noise = torch.randn(z0.shape, generator=generator).to(device)
         t = torch.randint(noise_scheduler.config.num_train_timesteps, (batch,), generator=generator).to(device)
         loss = ((unet(noise_scheduler.add_noise(z0, noise, t), t).sample - noise) ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        running.append(loss.item())
-        if (step + 1) % 50 == 0:
-            log["loss"].append([step + 1, sum(running) / len(running)])
-            running = []
+        _optimise(loss, optimizer, scheduler, step, running, log)
         if (step + 1) % every == 0 or step + 1 == steps:
             log["seconds"] = time.perf_counter() - t0
             tqdm.write(f"unet step {step + 1}: loss {loss.item():.4f}")
@@ -219,23 +224,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("tiny-training"), help="checkpoint folder (resumable)")
     parser.add_argument("--out", type=Path, default=WEIGHTS, help="where the exported model goes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    parser.add_argument("--vae-steps", type=int, default=6000)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    # Defaults: the settings the bundled weights were trained with (weights/training_log.json, 1 CPU thread).
+    parser.add_argument("--vae-steps", type=int, default=5500)
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-lr", type=float, default=2e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-4)
-    parser.add_argument("--unet-steps", type=int, default=2500)
+    parser.add_argument("--unet-steps", type=int, default=2000)
     parser.add_argument("--unet-batch", type=int, default=64)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--unet-latents", type=int, default=16384)
     parser.add_argument("--every", type=int, default=250, help="checkpoint / evaluation interval in steps")
+    parser.add_argument("--scale-crops", type=int, default=2048, help="training crops that fix scaling_factor")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("vae", "all"):
         train_vae(args.work, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, args.device, args.every)
     if args.stage in ("export-vae", "all"):
-        export_vae(args.work, args.out)
+        export_vae(args.work, args.out, args.scale_crops)
     if args.stage in ("unet", "all"):
         train_unet(args.work, args.out, args.unet_steps, args.unet_batch, args.unet_lr, args.unet_latents, args.device, args.every)
     if args.stage == "all":
