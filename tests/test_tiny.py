@@ -64,3 +64,10 @@ def test_seeded_generation_is_deterministic():
 def test_weights_are_small():
     total = sum(f.stat().st_size for f in TINY_DIR.rglob("*") if f.is_file())
     assert total <= 20 * 2**20
+
+
+def test_properties_reject_unknown_instances_before_any_work():
+    from decinv.tiny.properties import measure_properties
+
+    with pytest.raises(ValueError, match="'generated' or 'real'"):
+        measure_properties(instances="fake")
