@@ -70,7 +70,8 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git() -> dict:
+def git_info() -> dict:
+    """The commit the package runs from and whether tracked files differ from it (None when git cannot tell)."""
     root = Path(__file__).resolve().parent.parent
     info = {"commit": None, "dirty": None}
     try:
@@ -110,7 +111,7 @@ def environment(device: torch.device) -> dict:
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
-    git = _git()
+    git = git_info()
     env["git_commit"], env["git_dirty"] = git["commit"], git["dirty"]
     return env
 

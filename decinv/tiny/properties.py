@@ -14,12 +14,12 @@ import argparse
 import datetime
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 
 import decinv
+from decinv.bench import git_info
 from decinv.diffusion import ddim_invert, ddim_sample
 from decinv.experiments import generated_instances, real_instances
 from decinv.models import TINY_DIR
@@ -41,11 +41,10 @@ def _mean_db(z, z_true) -> float:
 
 
 def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    info = git_info()
+    if info["commit"] is None:
         return "unknown"
+    return info["commit"][:7] + (" with uncommitted changes" if info["dirty"] else "")
 
 
 def measure_properties(n: int = 64, lrs=(0.001, 0.003, 0.01), grad_lrs=(0.003,),
