@@ -51,3 +51,8 @@ def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
     log = json.loads((out / "training_log.json").read_text())
     assert log["settings"]["vae_steps"] == 2 and log["vae"]["loss"] == [] and len(log["vae"]["heldout_psnr"]) == 1
     assert (out / "unet" / "config.json").exists() and (out / "scheduler" / "scheduler_config.json").exists()
+
+
+def test_unet_stage_without_an_exported_vae_names_the_missing_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="export-vae"):
+        train.train_unet(tmp_path, tmp_path / "weights", steps=1, batch=1, lr=1e-3, n_latents=1, device="cpu", every=1)

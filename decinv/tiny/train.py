@@ -86,7 +86,7 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
     # The VAE's posterior sample draws from torch's global generators: restore them too, so a resumed run is
-    # bit-for-bit the run that was interrupted (checked by tests/test_train.py).
+    # bit-for-bit the run that was interrupted (checked by tests/test_tiny_train.py).
     if "torch_rng" in state:
         torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and torch.cuda.is_available():
@@ -172,7 +172,10 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
 
     torch.manual_seed(0)
-    vae = AutoencoderKL.from_pretrained(out / "vae").to(device).eval()
+    if not (out / "vae" / "config.json").exists():
+        raise FileNotFoundError(f"no exported VAE in {out / 'vae'}: run the 'vae' and 'export-vae' stages first "
+                                f"(or 'all'), with the same --out.")
+    vae = AutoencoderKL.from_pretrained(out / "vae", local_files_only=True).to(device).eval()
     latents_path = work / "latents.pt"
     if latents_path.exists():
         latents = torch.load(latents_path)
