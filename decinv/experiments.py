@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from decinv.models import LatentModel, load_model, load_pipeline
+from decinv.models import BUNDLED, LatentModel, load_model, load_pipeline
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class Profile:
 
 
 PROFILES = {
-    "tiny": Profile("tiny", 64, 64),
+    "tiny": Profile("tiny", 128, 128),  # bundled miniature v2 (x8, like SD), the default
+    "tiny-v1": Profile("tiny-v1", 64, 64),  # bundled miniature v1 (x4), kept for comparison
     "sd21": Profile("sd21", 512, 512),
     "sd15": Profile("sd15", 512, 512),  # InstaFlow-0.9B
     "sd14-video": Profile("sd14", 320, 512, frames=16),  # LaVie base: 16 frames of 320x512
@@ -51,10 +52,10 @@ def get_profile(name: str) -> Profile:
 
 
 def load_profile(name: str, device="auto", dtype=None):
-    """(LatentModel, pipeline or None, Profile): the tiny profile also returns its UNet + scheduler."""
+    """(LatentModel, pipeline or None, Profile): the bundled (tiny) profiles also return their UNet + scheduler."""
     profile = get_profile(name)
-    if profile.model == "tiny":
-        pipeline = load_pipeline("tiny", device=device, dtype=dtype)
+    if profile.model in BUNDLED:
+        pipeline = load_pipeline(profile.model, device=device, dtype=dtype)
         return pipeline.vae, pipeline, profile
     return load_model(profile.model, device=device, dtype=dtype), None, profile
 
@@ -66,12 +67,16 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generated_instances(model: LatentModel, pipeline, n: int, seed: int = 0, ddim_steps: int = 50,
-                        batch: int = 64, size: int = 64) -> Instances:
-    """z* by DDIM sampling from seeded Gaussian noise with the tiny LDM, x = 8-bit D(z*)."""
+                        batch: int = 64) -> Instances:
+    """z* by DDIM sampling from seeded Gaussian noise with the tiny LDM, x = 8-bit D(z*).
+
+    Shapes: x (n, 3, H, W) with H = W = the UNet's latent side x the autoencoder's downsampling (v2: 16 x 8 = 128),
+    z* (n, C, H/f, W/f)."""
     from decinv.diffusion import ddim_sample
 
     generator = torch.Generator().manual_seed(seed)
-    shape = (n, model.latent_channels, size // model.downsample, size // model.downsample)
+    side = int(pipeline.unet.config.sample_size)
+    shape = (n, model.latent_channels, side, side)
     z_T = torch.randn(shape, generator=generator).to(model.device, model.dtype)
     z = torch.cat([ddim_sample(pipeline.unet, pipeline.scheduler, c, ddim_steps) for c in z_T.split(batch)])
     x = torch.cat([quantize_8bit(model.decode(c)) for c in z.split(batch)])

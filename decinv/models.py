@@ -24,7 +24,19 @@ PRESETS = {
     # LaVie's base text-to-video model decodes each frame with Stable Diffusion 1.4's autoencoder.
     "sd14": ("CompVis/stable-diffusion-v1-4", "vae"),
 }
-TINY_DIR = Path(__file__).parent / "tiny" / "weights"
+# The bundled miniature LDMs, by name -> version folder under decinv/tiny/weights. "tiny" is the default (v2, in
+# Stable Diffusion's x8 geometry and inversion regime); v1 (x4, 64x64) stays loadable for comparison.
+BUNDLED = {"tiny": "v2", "tiny-v2": "v2", "tiny-v1": "v1"}
+
+
+def tiny_dir(name: str = "tiny") -> Path:
+    """Folder of a bundled model (``"tiny"``, ``"tiny-v2"``, ``"tiny-v1"``): vae/, unet/, scheduler/, properties."""
+    if name not in BUNDLED:
+        raise ValueError(f"unknown bundled model {name!r}; choose one of {', '.join(BUNDLED)}.")
+    return Path(__file__).parent / "tiny" / "weights" / BUNDLED[name]
+
+
+TINY_DIR = tiny_dir("tiny")  # the default bundled model's folder
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -113,7 +125,7 @@ class LatentModel:
 
 
 def load_model(source, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LatentModel:
-    """A `LatentModel` from ``"tiny"``, a preset (``"sd21"``, ``"sd15"``, ``"sd14"``), a hub id, a local
+    """A `LatentModel` from a bundled miniature (``"tiny"``, ``"tiny-v1"``), a preset (``"sd21"``, ``"sd15"``, ``"sd14"``), a hub id, a local
     ``save_pretrained`` folder, or an ``AutoencoderKL`` instance. ``device`` None/"auto" picks CUDA when present."""
     from diffusers import AutoencoderKL
 
@@ -132,13 +144,14 @@ def load_model(source, *, device: str | torch.device | None = None, dtype: torch
 def _load_vae(source: str):
     from diffusers import AutoencoderKL
 
-    if source == "tiny":
-        if not (TINY_DIR / "vae" / "config.json").exists():
+    if source in BUNDLED:
+        folder = tiny_dir(source)
+        if not (folder / "vae" / "config.json").exists():
             raise ModelNotAvailableError(
-                f"The bundled tiny model is not installed (expected {TINY_DIR / 'vae'}). "
-                "Train it with `python -m decinv.tiny.train all`, or reinstall decinv from a full checkout."
+                f"The bundled model {source!r} is not installed (expected {folder / 'vae'}). Train it with "
+                f"`python -m decinv.tiny.train all --recipe {BUNDLED[source]}`, or reinstall decinv from a full checkout."
             )
-        return AutoencoderKL.from_pretrained(TINY_DIR / "vae", local_files_only=True)
+        return AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
     path = Path(source).expanduser()
     if path.is_dir():
         folder = path / "vae" if (path / "vae" / "config.json").exists() else path
@@ -185,17 +198,20 @@ class TinyPipeline:
 
 
 def load_pipeline(source: str = "tiny", *, device=None, dtype=None) -> TinyPipeline:
-    """VAE + unconditional ``UNet2DModel`` + ``DDIMScheduler`` of the bundled tiny model (offline)."""
+    """VAE + unconditional ``UNet2DModel`` + ``DDIMScheduler`` of a bundled miniature (``"tiny"`` = v2, the
+    default; ``"tiny-v1"``), offline."""
     from diffusers import DDIMScheduler, UNet2DModel
 
-    if source != "tiny":
-        raise ValueError(f"load_pipeline only knows the bundled 'tiny' model, not {source!r}; "
+    if source not in BUNDLED:
+        raise ValueError(f"load_pipeline only knows the bundled models ({', '.join(BUNDLED)}), not {source!r}; "
                          "for other models load the autoencoder with load_model.")
-    vae = load_model("tiny", device=device, dtype=dtype)
-    if not (TINY_DIR / "unet" / "config.json").exists():
-        raise ModelNotAvailableError(f"The tiny model's UNet is not installed (expected {TINY_DIR / 'unet'}); "
-                                     "train it with `python -m decinv.tiny.train all`.")
-    unet = UNet2DModel.from_pretrained(TINY_DIR / "unet", local_files_only=True, torch_dtype=vae.dtype)
+    folder = tiny_dir(source)
+    vae = load_model(source, device=device, dtype=dtype)
+    vae.name = source
+    if not (folder / "unet" / "config.json").exists():
+        raise ModelNotAvailableError(f"The bundled model's UNet is not installed (expected {folder / 'unet'}); "
+                                     f"train it with `python -m decinv.tiny.train all --recipe {BUNDLED[source]}`.")
+    unet = UNet2DModel.from_pretrained(folder / "unet", local_files_only=True, torch_dtype=vae.dtype)
     unet = unet.to(vae.device).eval().requires_grad_(False)
-    scheduler = DDIMScheduler.from_pretrained(TINY_DIR / "scheduler", local_files_only=True)
+    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
     return TinyPipeline(vae=vae, unet=unet, scheduler=scheduler)

@@ -75,6 +75,37 @@ def test_tradeoff(model):
     assert {"best_gradient_nmse_db", "reaches_exact", "reaches_within_1db", "time_ratio_exact"} <= set(out["headline"])
 
 
+def _curve(*pairs):
+    return [{"steps": k, "nmse_db": v, "seconds": 0.1 * k, "cpu_seconds": 0.1 * k, "peak_memory_bytes": 10}
+            for k, v in pairs]
+
+
+def _tradeoff_doc(encoder_db):
+    grad = _curve((20, -18.0), (100, -20.0))
+    for p in grad:
+        p["seconds"] = p["cpu_seconds"] = 0.5 * p["steps"]
+    return {"setting": {"gradient_settings": [["0.1 scheduled", 0.1, "warmup-cosine"]], "gradient_steps": [20, 100]},
+            "encoder_nmse_db": encoder_db,
+            "points": {"gradfree-adam": {"0.01 scheduled": _curve((10, -19.0), (50, -21.0))},
+                       "gradient-adam": {"0.1 scheduled": grad}}}
+
+
+def test_tradeoff_marks_comparisons_the_encoder_already_wins_as_degenerate():
+    fine = bench.summarize_tradeoff(_tradeoff_doc(encoder_db=-15.0))
+    assert not fine["headline"]["degenerate_exact"] and fine["headline"]["time_ratio_exact"] > 1
+    assert all(c["time_ratio"] is not None for c in fine["comparisons"])
+    degenerate = bench.summarize_tradeoff(_tradeoff_doc(encoder_db=-20.5))
+    h = degenerate["headline"]
+    assert h["degenerate_exact"] and h["time_ratio_exact"] is None and h["time_ratio_exact_cpu"] is None
+    assert all(c["degenerate"] and c["time_ratio"] is None for c in degenerate["comparisons"])
+    assert degenerate["max_time_ratio"] is None
+    assert any(str(r["value"]).startswith("degenerate") for r in degenerate["ratios"])
+    # -19.5 dB: beats the 20-iteration run (degenerate there) but not the best (a real comparison)
+    mixed = bench.summarize_tradeoff(_tradeoff_doc(encoder_db=-19.5))
+    assert [c["degenerate"] for c in mixed["comparisons"]] == [True, False]
+    assert not mixed["headline"]["degenerate_exact"] and mixed["headline"]["degenerate_within_1db"]
+
+
 def test_video(model):
     out = bench.video(model, device="cpu", quick=True, progress=False)
     frames, chunks = out["setting"]["frames"], out["setting"]["chunk_sizes"]

@@ -8,47 +8,76 @@ import pytest
 import torch
 
 import decinv
-from decinv.models import TINY_DIR
+from decinv.models import BUNDLED, TINY_DIR, tiny_dir
 from decinv.tiny import data
 
-PROPERTIES = json.loads((TINY_DIR / "properties.json").read_text())
+# name -> (downsampling, image side): both bundled miniatures keep a 4x16x16 latent
+MODELS = {"tiny": (8, 128), "tiny-v1": (4, 64)}
 
 
-def test_loads_offline_in_a_fresh_process_without_network():
+def _properties(name):
+    return json.loads((tiny_dir(name) / "properties.json").read_text())
+
+
+def test_default_tiny_is_v2_and_v1_stays_loadable():
+    assert BUNDLED["tiny"] == "v2" and TINY_DIR == tiny_dir("tiny-v2") and tiny_dir("tiny-v1").name == "v1"
+    with pytest.raises(ValueError, match="tiny-v1"):
+        tiny_dir("tiny-v3")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loads_offline_in_a_fresh_process_without_network(name):
     code = ("import os, socket\n"
             "def refuse(*a, **k): raise RuntimeError('network access attempted')\n"
             "socket.socket.connect = refuse\n"
             "import decinv\n"
-            "p = decinv.load_pipeline('tiny', device='cpu')\n"
+            f"p = decinv.load_pipeline({name!r}, device='cpu')\n"
             "print(p.vae.latent_channels, p.vae.downsample, type(p.unet).__name__, type(p.scheduler).__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["4", "4", "UNet2DModel", "DDIMScheduler"]
+    assert out.stdout.split() == ["4", str(MODELS[name][0]), "UNet2DModel", "DDIMScheduler"]
 
 
-@pytest.fixture(scope="module")
-def model():
-    return decinv.load_model("tiny", device="cpu")
+@pytest.fixture(scope="module", params=list(MODELS))
+def named_model(request):
+    return request.param, decinv.load_model(request.param, device="cpu")
 
 
-def test_shapes_and_ranges(model):
-    x = data.heldout_crops(8)
+def test_shapes_and_ranges(named_model):
+    name, model = named_model
+    size = MODELS[name][1]
+    assert model.vae.config.sample_size == size
+    x = data.heldout_crops(8, size=size)
     z = model.encode(x)
     assert z.shape == (8, 4, 16, 16)
     y = model.decode(z)
     assert y.shape == x.shape and y.min() > -1.5 and y.max() < 1.5
 
 
-def test_scaled_latents_have_about_unit_std(model):
-    assert 0.7 <= float(model.encode(data.train_crops(256, seed=5)).std()) <= 1.4
+def test_scaled_latents_have_about_unit_std(named_model):
+    name, model = named_model
+    assert 0.7 <= float(model.encode(data.train_crops(256, seed=5, size=MODELS[name][1])).std()) <= 1.4
 
 
-def test_heldout_psnr_meets_the_model_card(model):
-    x = data.heldout_crops()
+def test_heldout_psnr_is_the_model_cards_number(named_model):
+    name, model = named_model
+    x = data.heldout_crops(size=MODELS[name][1])
     psnr = float(decinv.psnr(model.decode(model.encode(x)), x).mean())
-    assert psnr == pytest.approx(PROPERTIES["heldout_psnr_db"], abs=0.05)  # the card's number is this measurement
-    assert psnr >= 26.0
+    props = _properties(name)
+    assert psnr == pytest.approx(props["heldout_psnr_db"], abs=0.05)  # the card's number is this measurement
+    assert props["passes"]["heldout_psnr_db"] == (psnr >= 25.0)
+
+
+def test_recorded_properties_follow_the_targets():
+    """Each PASS/MISS in properties.json is what the target's rule says about the recorded value (v2 protocol)."""
+    from decinv.tiny.properties import PASSES, TARGETS
+
+    props = _properties("tiny")
+    assert props["targets"] == TARGETS
+    for key, rule in PASSES.items():
+        assert props["passes"][key] == rule(props[key]), key
+    assert props["gradfree_lr"] == 0.01 and set(props["gradfree_by_horizon"]) == {"20", "50", "100", "200"}
 
 
 def test_seeded_generation_is_deterministic():
@@ -57,12 +86,14 @@ def test_seeded_generation_is_deterministic():
     pipe = decinv.load_pipeline("tiny", device="cpu")
     a = generated_instances(pipe.vae, pipe, 2, seed=3, ddim_steps=5)
     b = generated_instances(pipe.vae, pipe, 2, seed=3, ddim_steps=5)
+    assert a.x.shape == (2, 3, 128, 128) and a.z_true.shape == (2, 4, 16, 16)
     assert torch.equal(a.z_true, b.z_true) and torch.equal(a.x, b.x)
     assert not torch.equal(a.z_true, generated_instances(pipe.vae, pipe, 2, seed=4, ddim_steps=5).z_true)
 
 
-def test_weights_are_small():
-    total = sum(f.stat().st_size for f in TINY_DIR.rglob("*") if f.is_file())
+@pytest.mark.parametrize("name", MODELS)
+def test_weights_are_small(name):
+    total = sum(f.stat().st_size for f in tiny_dir(name).rglob("*") if f.is_file())
     assert total <= 20 * 2**20
 
 

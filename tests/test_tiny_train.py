@@ -9,14 +9,18 @@ import decinv
 from decinv.tiny import train
 
 
-def _train_vae(work):
+def _train_vae(work, adv_weight=0.0):
     work.mkdir(exist_ok=True)
-    train.train_vae(work, steps=4, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2)
+    # adversarial term (when on) from step 1 of 4, so the resumed half trains the discriminator too
+    train.train_vae(work, steps=4, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
+                    adv_weight=adv_weight, adv_start=0.25, probe=False)
     return torch.load(work / "vae.pt", weights_only=False)
 
 
-def test_interrupted_vae_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    straight = _train_vae(tmp_path / "straight")
+@pytest.mark.parametrize("adv_weight", [0.0, 0.5])
+def test_interrupted_vae_training_resumes_to_the_same_weights(tmp_path, monkeypatch, adv_weight):
+    _train = lambda work: _train_vae(work, adv_weight)
+    straight = _train(tmp_path / "straight")
 
     save = train._save_checkpoint
 
@@ -27,26 +31,44 @@ def test_interrupted_vae_training_resumes_to_the_same_weights(tmp_path, monkeypa
 
     monkeypatch.setattr(train, "_save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        _train_vae(tmp_path / "resumed")
+        _train(tmp_path / "resumed")
     monkeypatch.undo()
-    resumed = _train_vae(tmp_path / "resumed")
+    resumed = _train(tmp_path / "resumed")
 
     assert resumed["step"] == straight["step"] == 4
     assert [p for p, _ in resumed["log"]["heldout_psnr"]] == [2, 4]
     for name, tensor in straight["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
+    assert ("disc" in straight) == (adv_weight > 0)
+    for name, tensor in straight.get("disc", {}).items():
+        assert torch.equal(resumed["disc"][name], tensor), name
+
+
+def test_adaptive_adversarial_weight_balances_the_two_gradients():
+    w = torch.ones(3, requires_grad=True)
+    rec, gen = (2 * w).sum(), (0.5 * w).sum()  # gradients 2 and 0.5 per entry: ratio 4
+    assert float(train.adaptive_adversarial_weight(rec, gen, w)) == pytest.approx(4.0, rel=1e-3)
+
+
+def test_regime_probe_reports_encoder_and_adam_nmse():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    out = train.regime_probe(AutoencoderKL(**train.VAE_CONFIG_V2), 128, n=2, steps=3)
+    assert set(out) == {"encoder_nmse_db", "gradfree_adam_3_nmse_db"}
+    assert all(v == v and abs(v) < 100 for v in out.values())
 
 
 def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
     out = tmp_path / "weights"
     threads = torch.get_num_threads()
-    train.main(["all", "--work", str(tmp_path / "work"), "--out", str(out), "--device", "cpu",
+    train.main(["all", "--recipe", "v2", "--work", str(tmp_path / "work"), "--out", str(out), "--device", "cpu",
                 "--threads", str(threads), "--vae-steps", "2", "--vae-batch", "2", "--unet-steps", "2",
                 "--unet-batch", "4", "--unet-latents", "8", "--every", "2",
                 "--scale-crops", "64"])
     model = decinv.load_model(str(out))
-    x = torch.rand(1, 3, 64, 64) * 2 - 1
-    assert model.encode(x).shape == (1, 4, 16, 16)
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    assert model.encode(x).shape == (1, 4, 16, 16) and model.downsample == 8
     assert model.vae.config.scaling_factor > 0
     log = json.loads((out / "training_log.json").read_text())
     assert log["settings"]["vae_steps"] == 2 and log["vae"]["loss"] == [] and len(log["vae"]["heldout_psnr"]) == 1

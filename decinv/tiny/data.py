@@ -37,7 +37,8 @@ def load_image(name: str) -> torch.Tensor:
 
 
 def pyramid(names: tuple[str, ...]) -> list[torch.Tensor]:
-    """Every image at every scale in SCALES that is still at least one crop wide."""
+    """Every image at every scale in SCALES that is still at least one 64-pixel crop wide (`random_crops` skips
+    the levels too small for a larger crop)."""
     levels = []
     for name in names:
         image = load_image(name)
@@ -67,11 +68,11 @@ def random_crops(levels: list[torch.Tensor], n: int, generator: torch.Generator,
     return torch.stack(crops)
 
 
-def train_crops(n: int, seed: int = 0) -> torch.Tensor:
-    """n crops from the training images (seeded)."""
-    return random_crops(pyramid(TRAIN_IMAGES), n, torch.Generator().manual_seed(seed))
+def train_crops(n: int, seed: int = 0, size: int = CROP) -> torch.Tensor:
+    """n size x size crops from the training images (seeded); v1 trains on 64x64, v2 on 128x128."""
+    return random_crops(pyramid(TRAIN_IMAGES), n, torch.Generator().manual_seed(seed), size, size)
 
 
-def heldout_crops(n: int = 64, seed: int = 1234) -> torch.Tensor:
-    """A fixed set of n crops from the two held-out images (never used in training)."""
-    return random_crops(pyramid(HELDOUT_IMAGES), n, torch.Generator().manual_seed(seed))
+def heldout_crops(n: int = 64, seed: int = 1234, size: int = CROP) -> torch.Tensor:
+    """A fixed set of n size x size crops from the two held-out images (never used in training)."""
+    return random_crops(pyramid(HELDOUT_IMAGES), n, torch.Generator().manual_seed(seed), size, size)

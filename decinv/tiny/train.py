@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from decinv.tiny import data
 
 WEIGHTS = Path(__file__).parent / "weights"
 
+# v1 (the first bundled model): x4 downsampling, 64x64 images -> 4x16x16 latents (12 pixels numbers per latent number).
 VAE_CONFIG = dict(
     in_channels=3,
     out_channels=3,
@@ -51,6 +53,19 @@ UNET_CONFIG = dict(
     norm_num_groups=16,
     attention_head_dim=32,
 )
+# v2: Stable Diffusion's geometry, x8 downsampling and 4 latent channels (48 numbers per latent number), so 128x128
+# images -> 4x16x16 latents; the UNet is v1's (the latent grid is the same size).
+VAE_CONFIG_V2 = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(16, 32, 64, 64),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=16,
+    sample_size=128,
+)
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -70,9 +85,9 @@ def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def heldout_psnr(vae, device: str) -> float:
-    """Reconstruction PSNR D(mode E(x)) on the fixed held-out crops."""
-    x = data.heldout_crops().to(device)
+def heldout_psnr(vae, device: str, size: int = data.CROP) -> float:
+    """Reconstruction PSNR D(mode E(x)) on the fixed held-out crops (size x size)."""
+    x = data.heldout_crops(size=size).to(device)
     return psnr_db(vae.decode(vae.encode(x).latent_dist.mode()).sample, x)
 
 
@@ -94,12 +109,13 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict
     return state["step"], state["log"], generator
 
 
-def _save_checkpoint(path: Path, step, model, optimizer, scheduler, log, generator) -> None:
+def _save_checkpoint(path: Path, step, model, optimizer, scheduler, log, generator, disc=None, d_opt=None) -> None:
     tmp = path.with_suffix(".tmp")
+    extra = {} if disc is None else dict(disc=disc.state_dict(), d_opt=d_opt.state_dict())
     torch.save(
         dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
              scheduler=scheduler.state_dict(), log=log, generator=generator.get_state(), torch_rng=torch.get_rng_state(),
-             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None),
+             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, **extra),
         tmp,
     )
     tmp.replace(path)  # never leave a half-written checkpoint
@@ -126,49 +142,144 @@ def _optimise(loss, optimizer, scheduler, step: int, running: list, log: dict, e
         running.clear()
 
 
-def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, device: str, every: int) -> None:
-    from diffusers import AutoencoderKL
+RECIPES = {
+    # size: the training/held-out crop side; vae: the AutoencoderKL config.
+    "v1": dict(size=64, vae=VAE_CONFIG),
+    "v2": dict(size=128, vae=VAE_CONFIG_V2),
+}
 
-    torch.manual_seed(0)
-    vae = AutoencoderKL(**VAE_CONFIG).to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = _cosine(optimizer, steps)
-    ckpt = work / "vae.pt"
-    start, log, generator = _load_checkpoint(ckpt, vae, optimizer, scheduler)
-    levels = data.pyramid(data.TRAIN_IMAGES)
-    t0, running = time.perf_counter() - log["seconds"], []
-    for step in tqdm(range(start, steps), initial=start, total=steps, desc="vae", mininterval=5):
-        x = data.random_crops(levels, batch, generator).to(device)
-        posterior = vae.encode(x).latent_dist
-        y = vae.decode(posterior.sample(generator=None)).sample
-        kl = posterior.kl().mean() / posterior.mean[0].numel()
-        loss = (y - x).abs().mean() + ((y - x) ** 2).mean() + kl_weight * kl
-        _optimise(loss, optimizer, scheduler, step, running, log)
-        if (step + 1) % every == 0 or step + 1 == steps:
-            log["heldout_psnr"].append([step + 1, heldout_psnr(vae.eval(), device)])
-            vae.train()
-            log["seconds"] = time.perf_counter() - t0
-            tqdm.write(f"vae step {step + 1}: loss {loss.item():.4f}, held-out PSNR {log['heldout_psnr'][-1][1]:.2f} dB")
-            _save_checkpoint(ckpt, step + 1, vae, optimizer, scheduler, log, generator)
-    log["seconds"] = time.perf_counter() - t0
-    _save_checkpoint(ckpt, steps, vae, optimizer, scheduler, log, generator)
+
+def _recipe(name: str) -> dict:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}.")
+    return RECIPES[name]
+
+
+class PatchDiscriminator(torch.nn.Module):
+    """A small PatchGAN discriminator (Isola et al. 2017, as in latent-diffusion autoencoders): one logit per
+    overlapping patch of about 34x34 pixels. Input (B, 3, H, W) in [-1, 1] -> logits (B, 1, H/4 - 2, W/4 - 2)."""
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        nn = torch.nn
+        self.net = nn.Sequential(
+            nn.Conv2d(3, channels, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.GroupNorm(8, 2 * channels), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * channels, 2 * channels, 4, 1, 1), nn.GroupNorm(8, 2 * channels), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * channels, 1, 4, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def adaptive_adversarial_weight(rec_loss, gen_loss, last_layer: torch.Tensor, cap: float = 1e4) -> torch.Tensor:
+    """lambda = ||grad_w L_rec|| / (||grad_w L_gen|| + 1e-4) at the decoder's last layer w (Esser et al. 2021,
+    Eq. 7, as SD's autoencoder is trained), so the adversarial gradient never outweighs the reconstruction's."""
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_gen = torch.autograd.grad(gen_loss, last_layer, retain_graph=True)[0]
+    return (g_rec.norm() / (g_gen.norm() + 1e-4)).clamp(0, cap).detach()
 
 
 @torch.no_grad()
-def export_vae(work: Path, out: Path, n_crops: int = 2048) -> None:
+def regime_probe(vae, size: int, n: int = 8, steps: int = 50) -> dict:
+    """Is the autoencoder in the paper's regime? On-manifold held-out instances (z* = E(x), x = 8-bit D(z*)):
+    NMSE of the encoder and of gradient-free Adam (lr 0.01, paper schedule) in dB. Runs on a copy, with the
+    scaling factor set from these latents (Adam's lr is in scaled-latent units)."""
+    import copy
+
+    import decinv
+    from decinv.experiments import quantize_8bit
+    from decinv.models import LatentModel
+
+    probe = copy.deepcopy(vae).float().cpu()
+    x = data.heldout_crops(n, seed=77, size=size)
+    mode = probe.encode(x).latent_dist.mode()
+    probe.register_to_config(scaling_factor=float(1.0 / mode.std()))
+    model = LatentModel(probe)
+    z_true = model.encode(x)
+    x8 = quantize_8bit(model.decode(z_true))
+    enc = decinv.invert(x8, model, "encoder", progress=False)
+    adam = decinv.invert(x8, model, "gradfree-adam", steps, lr=0.01, progress=False)
+    return {"encoder_nmse_db": float(decinv.nmse_db(enc.z, z_true).mean()),
+            f"gradfree_adam_{steps}_nmse_db": float(decinv.nmse_db(adam.z, z_true).mean())}
+
+
+def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, device: str, every: int,
+              recipe: str = "v2", adv_weight: float = 0.0, adv_start: float = 0.5, probe: bool = True) -> None:
+    """Reconstruction L1 + L2 + kl_weight * KL; with ``adv_weight`` > 0, plus a hinge PatchGAN term from
+    ``adv_start`` (fraction of the steps) on, weighted adaptively (`adaptive_adversarial_weight`) times adv_weight.
+    Every ``every`` steps: held-out PSNR, and (``probe``) the `regime_probe`, both written to the log."""
+    from diffusers import AutoencoderKL
+
+    spec = _recipe(recipe)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**spec["vae"]).to(device)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = _cosine(optimizer, steps)
+    disc = d_opt = None
+    if adv_weight > 0:
+        disc = PatchDiscriminator().to(device)
+        d_opt = torch.optim.AdamW(disc.parameters(), lr=lr / 4, betas=(0.5, 0.9))
+    ckpt = work / "vae.pt"
+    start, log, generator = _load_checkpoint(ckpt, vae, optimizer, scheduler)
+    if disc is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        disc.load_state_dict(state["disc"])
+        d_opt.load_state_dict(state["d_opt"])
+    log.setdefault("regime", [])
+    levels = data.pyramid(data.TRAIN_IMAGES)
+    t0, running = time.perf_counter() - log["seconds"], []
+    first_adv = int(adv_start * steps)
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="vae", mininterval=5):
+        x = data.random_crops(levels, batch, generator, spec["size"], spec["size"]).to(device)
+        posterior = vae.encode(x).latent_dist
+        y = vae.decode(posterior.sample(generator=None)).sample
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        rec = (y - x).abs().mean() + ((y - x) ** 2).mean()
+        loss = rec + kl_weight * kl
+        if disc is not None and step >= first_adv:
+            disc.requires_grad_(False)
+            gen = -disc(y).mean()
+            weight = adaptive_adversarial_weight(rec, gen, vae.decoder.conv_out.weight)
+            loss = loss + adv_weight * weight * gen
+            disc.requires_grad_(True)
+        _optimise(loss, optimizer, scheduler, step, running, log)
+        if disc is not None and step >= first_adv:
+            d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(y.detach())).mean()
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+        if (step + 1) % every == 0 or step + 1 == steps:
+            log["heldout_psnr"].append([step + 1, heldout_psnr(vae.eval(), device, spec["size"])])
+            if probe:
+                log["regime"].append([step + 1, regime_probe(vae, spec["size"])])
+            vae.train()
+            log["seconds"] = time.perf_counter() - t0
+            tqdm.write(f"vae step {step + 1}: loss {loss.item():.4f}, held-out PSNR {log['heldout_psnr'][-1][1]:.2f} dB, "
+                       f"regime {log['regime'][-1][1] if probe else '-'}")
+            _save_checkpoint(ckpt, step + 1, vae, optimizer, scheduler, log, generator, disc, d_opt)
+    log["seconds"] = time.perf_counter() - t0
+    _save_checkpoint(ckpt, steps, vae, optimizer, scheduler, log, generator, disc, d_opt)
+
+
+@torch.no_grad()
+def export_vae(work: Path, out: Path, n_crops: int = 2048, recipe: str = "v2") -> None:
     """Fix the scaling factor on training crops and write the VAE in save_pretrained layout."""
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL(**VAE_CONFIG)
+    spec = _recipe(recipe)
+    vae = AutoencoderKL(**spec["vae"])
     vae.load_state_dict(torch.load(work / "vae.pt", weights_only=False)["model"])
     vae.eval()
-    crops = data.train_crops(n_crops, seed=7)
+    crops = data.train_crops(n_crops, seed=7, size=spec["size"])
     latents = torch.cat([vae.encode(c).latent_dist.mode() for c in crops.split(256)])
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     vae.save_pretrained(out / "vae", safe_serialization=True)
 
 
-def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_latents: int, device: str, every: int) -> None:
+def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_latents: int, device: str, every: int,
+               recipe: str = "v2") -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
 
     torch.manual_seed(0)
@@ -181,7 +292,7 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
         latents = torch.load(latents_path)
     else:
         with torch.no_grad():
-            crops = data.train_crops(n_latents, seed=11)
+            crops = data.train_crops(n_latents, seed=11, size=_recipe(recipe)["size"])
             latents = torch.cat(
                 [vae.encode(c.to(device)).latent_dist.mode().cpu() for c in tqdm(crops.split(256), desc="latents")]
             ) * vae.config.scaling_factor
@@ -221,33 +332,48 @@ def write_log(work: Path, args: argparse.Namespace) -> None:
     (args.out / "training_log.json").write_text(json.dumps(logs, indent=1))
 
 
+# Per-recipe defaults: the settings the bundled weights were trained with (weights/<recipe>/training_log.json).
+DEFAULTS = {
+    "v1": dict(vae_steps=5500, vae_batch=16, vae_lr=2e-3, kl_weight=1e-4, adv_weight=0.0, adv_start=0.5,
+               unet_steps=2000, unet_batch=64, unet_lr=1e-3, unet_latents=16384, every=250),
+    "v2": dict(vae_steps=5000, vae_batch=8, vae_lr=2e-3, kl_weight=1e-6, adv_weight=0.0, adv_start=0.5,
+               unet_steps=3000, unet_batch=64, unet_lr=1e-3, unet_latents=8192, every=500),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["vae", "export-vae", "unet", "all"])
-    parser.add_argument("--work", type=Path, default=Path("tiny-training"), help="checkpoint folder (resumable)")
-    parser.add_argument("--out", type=Path, default=WEIGHTS, help="where the exported model goes")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="v2",
+                        help="v2 (default, the bundled 'tiny'): x8, 128x128; v1: x4, 64x64 (bundled as 'tiny-v1')")
+    parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (resumable); "
+                        "default tiny-training/<recipe>")
+    parser.add_argument("--out", type=Path, default=None, help="where the exported model goes; "
+                        "default decinv/tiny/weights/<recipe>")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
-    # Defaults: the settings the bundled weights were trained with (weights/training_log.json, 1 CPU thread).
-    parser.add_argument("--vae-steps", type=int, default=5500)
-    parser.add_argument("--vae-batch", type=int, default=16)
-    parser.add_argument("--vae-lr", type=float, default=2e-3)
-    parser.add_argument("--kl-weight", type=float, default=1e-4)
-    parser.add_argument("--unet-steps", type=int, default=2000)
-    parser.add_argument("--unet-batch", type=int, default=64)
-    parser.add_argument("--unet-lr", type=float, default=1e-3)
-    parser.add_argument("--unet-latents", type=int, default=16384)
-    parser.add_argument("--every", type=int, default=250, help="checkpoint / evaluation interval in steps")
+    for name, kind in (("vae_steps", int), ("vae_batch", int), ("vae_lr", float), ("kl_weight", float),
+                       ("adv_weight", float), ("adv_start", float), ("unet_steps", int), ("unet_batch", int),
+                       ("unet_lr", float), ("unet_latents", int), ("every", int)):
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                            help=f"default: v2 {DEFAULTS['v2'][name]}, v1 {DEFAULTS['v1'][name]}")
     parser.add_argument("--scale-crops", type=int, default=2048, help="training crops that fix scaling_factor")
     args = parser.parse_args(argv)
+    for name, value in DEFAULTS[args.recipe].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.work = args.work or Path("tiny-training") / args.recipe
+    args.out = args.out or WEIGHTS / args.recipe
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("vae", "all"):
-        train_vae(args.work, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, args.device, args.every)
+        train_vae(args.work, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, args.device, args.every,
+                  args.recipe, args.adv_weight, args.adv_start)
     if args.stage in ("export-vae", "all"):
-        export_vae(args.work, args.out, args.scale_crops)
+        export_vae(args.work, args.out, args.scale_crops, args.recipe)
     if args.stage in ("unet", "all"):
-        train_unet(args.work, args.out, args.unet_steps, args.unet_batch, args.unet_lr, args.unet_latents, args.device, args.every)
+        train_unet(args.work, args.out, args.unet_steps, args.unet_batch, args.unet_lr, args.unet_latents,
+                   args.device, args.every, args.recipe)
     if args.stage == "all":
         write_log(args.work, args)
 
