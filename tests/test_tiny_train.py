@@ -78,3 +78,32 @@ def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
 def test_unet_stage_without_an_exported_vae_names_the_missing_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="export-vae"):
         train.train_unet(tmp_path, tmp_path / "weights", steps=1, batch=1, lr=1e-3, n_latents=1, device="cpu", every=1)
+
+
+def test_adversarial_run_branches_from_the_plain_run_at_adv_start(tmp_path):
+    """Up to adv_start the run with the adversarial term is the run without it, bit for bit (the discriminator is
+    seeded apart from torch's global generator), so the ablation can continue the plain run's checkpoint."""
+    kw = dict(steps=4, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", recipe="v2", probe=False)
+    plain, adv, branched = tmp_path / "plain", tmp_path / "adv", tmp_path / "branched"
+    for work in (plain, adv, branched):
+        work.mkdir()
+    train.train_vae(plain, every=2, **kw)
+    train.train_vae(adv, every=2, adv_weight=0.5, adv_start=0.5, **kw)
+    first = torch.load(plain / "vae.pt", weights_only=False)
+    # a 2-step plain run saved at step 2 (same schedule: steps=4), then continued with the term from step 2
+    save = train._save_checkpoint
+    try:
+        def stop_at_2(path, step, *rest):
+            save(path, step, *rest)
+            if step == 2:
+                raise KeyboardInterrupt
+        train._save_checkpoint = stop_at_2
+        with pytest.raises(KeyboardInterrupt):
+            train.train_vae(branched, every=2, **kw)
+    finally:
+        train._save_checkpoint = save
+    train.train_vae(branched, every=2, adv_weight=0.5, adv_start=0.5, **kw)
+    a, b = torch.load(adv / "vae.pt", weights_only=False), torch.load(branched / "vae.pt", weights_only=False)
+    for name, tensor in a["model"].items():
+        assert torch.equal(b["model"][name], tensor), name
+    assert not all(torch.equal(first["model"][n], t) for n, t in a["model"].items())  # the term did change it

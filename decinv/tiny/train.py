@@ -219,14 +219,22 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
     scheduler = _cosine(optimizer, steps)
     disc = d_opt = None
     if adv_weight > 0:
-        disc = PatchDiscriminator().to(device)
+        # its own seed, outside torch's global generator: up to adv_start the run is bit for bit the run without
+        # the adversarial term, so an ablation can start from that run's checkpoint
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            disc = PatchDiscriminator().to(device)
         d_opt = torch.optim.AdamW(disc.parameters(), lr=lr / 4, betas=(0.5, 0.9))
     ckpt = work / "vae.pt"
     start, log, generator = _load_checkpoint(ckpt, vae, optimizer, scheduler)
     if disc is not None and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        disc.load_state_dict(state["disc"])
-        d_opt.load_state_dict(state["d_opt"])
+        if "disc" in state:  # absent in a checkpoint of the run without the term (before adv_start)
+            disc.load_state_dict(state["disc"])
+            d_opt.load_state_dict(state["d_opt"])
+        elif start > int(adv_start * steps):
+            raise ValueError(f"{ckpt} is at step {start}, past adv_start, but has no discriminator: it is not a "
+                             "checkpoint of this run.")
     log.setdefault("regime", [])
     levels = data.pyramid(data.TRAIN_IMAGES)
     t0, running = time.perf_counter() - log["seconds"], []
