@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import decinv
-from decinv.experiments import PROFILES, camera_pan, get_profile, quantize_8bit, real_instances
+from decinv.experiments import PROFILES, camera_pan, get_profile, load_profile, quantize_8bit, real_instances
 from tests.conftest import small_vae
 
 
@@ -17,6 +17,14 @@ def test_profiles_and_unknown_profile():
     assert get_profile("sd14-video").frames == 16 and PROFILES["sd21"].height == 512
     with pytest.raises(ValueError, match="unknown profile"):
         get_profile("sdxl")
+
+
+def test_bundled_profiles_are_at_their_models_native_size():
+    assert (PROFILES["tiny"].height, PROFILES["tiny-v1"].height) == (128, 64)
+    for name in ("tiny", "tiny-v1"):
+        model, pipeline, profile = load_profile(name, device="cpu")
+        assert pipeline is not None and model.vae.config.sample_size == profile.height == profile.width
+        assert pipeline.unet.config.sample_size * model.downsample == profile.height
 
 
 def test_real_instances_are_exact_decoder_images():

@@ -102,3 +102,13 @@ def test_properties_reject_unknown_instances_before_any_work():
 
     with pytest.raises(ValueError, match="'generated' or 'real'"):
         measure_properties(instances="fake")
+
+
+def test_ed_cost_times_both_models_side_by_side():
+    from decinv.tiny.properties import ed_cost
+
+    threads = torch.get_num_threads()
+    out = ed_cost("tiny-v1", "tiny-v1", batch=2, repeats=2, threads=1)
+    assert torch.get_num_threads() == threads  # restored
+    assert out["image_size"] == {"tiny-v1": 64} and out["seconds"]["tiny-v1"] > 0
+    assert out["ratio"] == pytest.approx(1.0)

@@ -60,6 +60,36 @@ def _commit() -> str:
     return info["commit"][:7] + (" with uncommitted changes" if info["dirty"] else "")
 
 
+@torch.no_grad()
+def ed_cost(model_name: str = "tiny", reference: str = "tiny-v1", batch: int = 16, repeats: int = 7,
+            threads: int = 2) -> dict:
+    """Wall time of one E(D(z)) on a batch of ``batch`` latents at each model's native size, ``model_name`` and
+    ``reference`` timed alternately (so load drift on a shared machine hits both alike), median of ``repeats``,
+    with ``threads`` torch threads; ``ratio`` = model / reference (the issue's budget: <= 2 on 2 CPU cores)."""
+    import time
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        models = {name: decinv.load_model(name, device="cpu") for name in (model_name, reference)}
+        z = {name: torch.randn(batch, m.latent_channels, 16, 16, generator=torch.Generator().manual_seed(0))
+             for name, m in models.items()}
+        times = {name: [] for name in models}
+        for i in range(repeats + 1):
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                m.encode(m.decode(z[name]), check=False)
+                if i:  # the first round warms up
+                    times[name].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(previous)
+    median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return {"batch": batch, "threads": threads, "repeats": repeats,
+            "seconds": {name: median[name] for name in models},
+            "image_size": {name: int(m.vae.config.sample_size) for name, m in models.items()},
+            "ratio": median[model_name] / median[reference], "reference": reference}
+
+
 def measure_properties(n: int = 64, model_name: str = "tiny", fsm_step: float = 0.5, ddim_steps=(25, 50, 100, 200),
                        instances: str = "generated", horizons=HORIZONS, progress: bool = True) -> dict:
     """Every property of a bundled miniature (``model_name``: "tiny" = v2, or "tiny-v1") with the paper's
@@ -131,6 +161,8 @@ def measure_properties(n: int = 64, model_name: str = "tiny", fsm_step: float = 
         out["ddim_roundtrip_nmse_db"] = out["ddim_roundtrip_by_steps"]["50"]
         out["sample_std"] = float(inst.z_true.std())
 
+    if model_name != "tiny-v1":
+        out["ed_cost"] = ed_cost(model_name, "tiny-v1")
     out["passes"] = {key: bool(PASSES[key](out[key])) for key in TARGETS}
     out["targets"] = TARGETS
     out["parameters"] = {"vae": sum(p.numel() for p in model.vae.parameters()),
@@ -165,6 +197,10 @@ def main(argv=None) -> None:
           ", ".join(f"{h}: {v['nmse_db']:.2f} dB" for h, v in props["gradfree_by_horizon"].items()))
     print(f"forward step rho={props['cocoercivity']['step_size']}, 100 steps: {props['cocoercivity']['fsm_100_nmse_db']:.2f} dB "
           f"({props['fsm_100_gain_db']:+.2f} dB vs the encoder)")
+    if "ed_cost" in props:
+        cost = props["ed_cost"]
+        print(f"E+D of {cost['batch']} at native size, {cost['threads']} threads: " +
+              ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in cost["seconds"].items()) + f" (ratio {cost['ratio']:.2f})")
     print(f"wrote {args.out}")
 
 
