@@ -623,6 +623,26 @@ def summarize_tradeoff(out: dict) -> dict:
     return out
 
 
+def reanalyse(doc: dict) -> dict:
+    """Re-derive a results document's trade-off comparisons, headline and ratio rows from its measured points with
+    this version's `summarize_tradeoff` (in place; measurements and other suites untouched), so that an analysis
+    rule added later (e.g. marking comparisons the encoder already wins as degenerate) applies to committed results.
+    """
+    tradeoff = (doc.get("suites") or {}).get("tradeoff")
+    if not tradeoff or "points" not in tradeoff:
+        return doc
+    summarize_tradeoff(tradeoff)
+    rows, new, placed = [], tradeoff["ratios"], False
+    for row in doc.get("ratios") or []:
+        if row["suite"] != "tradeoff":
+            rows.append(row)
+        elif not placed:
+            rows.extend(new)
+            placed = True
+    doc["ratios"] = rows if placed else rows + new
+    return doc
+
+
 def _fit_line(points: list[dict]) -> tuple[float, float]:
     """Least-squares (intercept, slope) of seconds vs steps over a curve's points (nan if fewer than 2)."""
     if len({p["steps"] for p in points}) < 2:
@@ -925,7 +945,7 @@ def format_table(doc: dict) -> str:
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--suite", choices=[*SUITE_NAMES, "all"], default="all", help="which suite (default: all)")
     parser.add_argument("--model", default="tiny",
-                        help="'tiny' (bundled v2, default), 'tiny-v1' or any decinv.load_model source")
+                        help="'tiny' (bundled v1, default), 'tiny-v2' or any decinv.load_model source")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch intra-op threads (default 2; 0 = leave as is). On a machine "

@@ -28,8 +28,9 @@ class Profile:
 
 
 PROFILES = {
-    "tiny": Profile("tiny", 128, 128),  # bundled miniature v2 (x8, like SD), the default
-    "tiny-v1": Profile("tiny-v1", 64, 64),  # bundled miniature v1 (x4), kept for comparison
+    "tiny": Profile("tiny", 64, 64),  # bundled miniature v1 (x4), the default
+    "tiny-v1": Profile("tiny-v1", 64, 64),  # the same, by its version name
+    "tiny-v2": Profile("tiny-v2", 128, 128),  # bundled miniature v2 (x8 and 4 channels, like SD)
     "sd21": Profile("sd21", 512, 512),
     "sd15": Profile("sd15", 512, 512),  # InstaFlow-0.9B
     "sd14-video": Profile("sd14", 320, 512, frames=16),  # LaVie base: 16 frames of 320x512

@@ -145,3 +145,16 @@ def test_cli_writes_json_and_prints_table_last(tmp_path, capsys):
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1].startswith("overhead")  # the ratio table comes last
     assert bench.format_table(doc).splitlines()[-1] == printed[-1]
+
+
+def test_reanalyse_applies_todays_tradeoff_rules_to_a_committed_document():
+    tr = _tradeoff_doc(encoder_db=-20.5)
+    old_rows = [{"suite": "overhead", "ratio": "a", "value": 1.0, "target": "", "note": ""},
+                {"suite": "tradeoff", "ratio": "headline: stale", "value": 16.8, "target": "", "note": ""},
+                {"suite": "dtype", "ratio": "b", "value": 2.0, "target": "", "note": ""}]
+    doc = {"suites": {"tradeoff": tr}, "ratios": old_rows}
+    bench.reanalyse(doc)
+    suites = [r["suite"] for r in doc["ratios"]]
+    assert suites[0] == "overhead" and suites[-1] == "dtype" and "headline: stale" not in {r["ratio"] for r in doc["ratios"]}
+    assert tr["headline"]["degenerate_exact"] and tr["headline"]["time_ratio_exact"] is None
+    assert bench.reanalyse({"suites": {}, "ratios": []}) == {"suites": {}, "ratios": []}

@@ -12,15 +12,15 @@ from decinv.models import BUNDLED, TINY_DIR, tiny_dir
 from decinv.tiny import data
 
 # name -> (downsampling, image side): both bundled miniatures keep a 4x16x16 latent
-MODELS = {"tiny": (8, 128), "tiny-v1": (4, 64)}
+MODELS = {"tiny": (4, 64), "tiny-v2": (8, 128)}
 
 
 def _properties(name):
     return json.loads((tiny_dir(name) / "properties.json").read_text())
 
 
-def test_default_tiny_is_v2_and_v1_stays_loadable():
-    assert BUNDLED["tiny"] == "v2" and TINY_DIR == tiny_dir("tiny-v2") and tiny_dir("tiny-v1").name == "v1"
+def test_default_tiny_is_v1_and_v2_ships_beside_it():
+    assert BUNDLED["tiny"] == "v1" and TINY_DIR == tiny_dir("tiny-v1") and tiny_dir("tiny-v2").name == "v2"
     with pytest.raises(ValueError, match="tiny-v1"):
         tiny_dir("tiny-v3")
 
@@ -69,11 +69,12 @@ def test_heldout_psnr_is_the_model_cards_number(named_model):
     assert props["passes"]["heldout_psnr_db"] == (psnr >= 25.0)
 
 
-def test_recorded_properties_follow_the_targets():
+@pytest.mark.parametrize("name", MODELS)
+def test_recorded_properties_follow_the_targets(name):
     """Each PASS/MISS in properties.json is what the target's rule says about the recorded value (v2 protocol)."""
     from decinv.tiny.properties import PASSES, TARGETS
 
-    props = _properties("tiny")
+    props = _properties(name)
     assert props["targets"] == TARGETS
     for key, rule in PASSES.items():
         assert props["passes"][key] == rule(props[key]), key
@@ -83,7 +84,7 @@ def test_recorded_properties_follow_the_targets():
 def test_seeded_generation_is_deterministic():
     from decinv.experiments import generated_instances
 
-    pipe = decinv.load_pipeline("tiny", device="cpu")
+    pipe = decinv.load_pipeline("tiny-v2", device="cpu")
     a = generated_instances(pipe.vae, pipe, 2, seed=3, ddim_steps=5)
     b = generated_instances(pipe.vae, pipe, 2, seed=3, ddim_steps=5)
     assert a.x.shape == (2, 3, 128, 128) and a.z_true.shape == (2, 4, 16, 16)

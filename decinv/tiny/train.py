@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["vae", "export-vae", "unet", "all"])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="v2",
-                        help="v2 (default, the bundled 'tiny'): x8, 128x128; v1: x4, 64x64 (bundled as 'tiny-v1')")
+                        help="v2 (default; bundled as 'tiny-v2'): x8, 128x128; v1: x4, 64x64 (bundled as 'tiny', the "
+                        "default model)")
     parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (resumable); "
                         "default tiny-training/<recipe>")
     parser.add_argument("--out", type=Path, default=None, help="where the exported model goes; "
