@@ -1,6 +1,7 @@
 """The tiny-model training script: resumable bit for bit, and its output loads as a model."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -72,6 +73,10 @@ def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
     assert model.vae.config.scaling_factor > 0
     log = json.loads((out / "training_log.json").read_text())
     assert log["settings"]["vae_steps"] == 2 and log["vae"]["loss"] == [] and len(log["vae"]["heldout_psnr"]) == 1
+    # the regime probe (VAE) and the sample probe (UNet) ran once each, with finite numbers
+    (step, regime), = log["vae"]["regime"]
+    (ustep, samples), = log["unet"]["samples"]
+    assert step == ustep == 2 and all(math.isfinite(v) for v in [*regime.values(), *samples.values()])
     assert (out / "unet" / "config.json").exists() and (out / "scheduler" / "scheduler_config.json").exists()
 
 
