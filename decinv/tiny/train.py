@@ -258,6 +258,7 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
             raise ValueError(f"{ckpt} is at step {start}, past adv_start, but has no discriminator: it is not a "
                              "checkpoint of this run.")
     log.setdefault("regime", [])
+    log["threads"], log["device"] = torch.get_num_threads(), device  # per stage: stages may run with different settings
     levels = data.pyramid(data.TRAIN_IMAGES)
     t0, running = time.perf_counter() - log["seconds"], []
     first_adv = int(adv_start * steps)
@@ -336,6 +337,7 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
     ckpt = work / "unet.pt"
     start, log, generator = _load_checkpoint(ckpt, unet, optimizer, scheduler)
     log.setdefault("samples", [])
+    log["threads"], log["device"] = torch.get_num_threads(), device
     t0, running = time.perf_counter() - log["seconds"], []
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="unet", mininterval=5):
         z0 = latents[torch.randint(len(latents), (batch,), generator=generator)].to(device)
