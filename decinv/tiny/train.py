@@ -1,16 +1,20 @@
-"""Train the bundled tiny latent diffusion model from scratch: ``python -m decinv.tiny.train all``.
+"""Train a bundled miniature latent diffusion model from scratch: ``python -m decinv.tiny.train all --recipe v2``.
 
-Stages (each resumable from its checkpoint in ``--work``; a finished stage is skipped):
+Recipes: ``v1`` (the default model ``"tiny"``: x4, 64x64 RGB -> 4x16x16) and ``v2`` (``"tiny-v2"``: Stable
+Diffusion's x8 and 4 channels, 128x128 RGB -> 4x16x16). Stages (each resumable from its checkpoint in ``--work``;
+a finished stage is skipped):
 
-1. ``vae``: a diffusers ``AutoencoderKL`` (64x64 RGB -> 4x16x16 latent) on random crops of scikit-image pictures,
-   loss L1 + L2 + kl_weight * KL, AdamW with a cosine learning-rate decay.
+1. ``vae``: a diffusers ``AutoencoderKL`` on random crops of scikit-image pictures, loss L1 + L2 + kl_weight * KL
+   (optionally + an adaptive PatchGAN term, ``--adv-weight``), AdamW with a cosine learning-rate decay; every
+   ``--every`` steps the held-out PSNR and the `regime_probe` are logged.
 2. ``export-vae``: set ``scaling_factor`` so that scaled posterior-mode latents have unit standard deviation
-   (the role of SD's 0.18215), then ``save_pretrained`` into ``decinv/tiny/weights/vae``.
+   (the role of SD's 0.18215), then ``save_pretrained`` into ``decinv/tiny/weights/<recipe>/vae``.
 3. ``unet``: a diffusers ``UNet2DModel`` trained with the usual epsilon-prediction loss on the scaled latents of
-   training crops, noise added by a ``DDIMScheduler``; exported with the scheduler into ``decinv/tiny/weights``.
+   training crops, noise added by a ``DDIMScheduler``, the `sample_probe` logged every ``--every`` steps; exported
+   with the scheduler into ``decinv/tiny/weights/<recipe>``.
 
-The training log (losses, held-out PSNR, wall time, hardware) is written to ``weights/training_log.json``; the model
-card renders it.
+The training log (losses, held-out PSNR, probes, wall time, threads, hardware) is written to
+``weights/<recipe>/training_log.json``; the model card renders it.
 """
 
 from __future__ import annotations
