@@ -209,7 +209,6 @@ def load_pipeline(source: str = "tiny", *, device=None, dtype=None) -> TinyPipel
                          "for other models load the autoencoder with load_model.")
     folder = tiny_dir(source)
     vae = load_model(source, device=device, dtype=dtype)
-    vae.name = source
     if not (folder / "unet" / "config.json").exists():
         raise ModelNotAvailableError(f"The bundled model's UNet is not installed (expected {folder / 'unet'}); "
                                      f"train it with `python -m decinv.tiny.train all --recipe {BUNDLED[source]}`.")

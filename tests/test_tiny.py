@@ -111,7 +111,9 @@ def test_ed_cost_times_both_models_side_by_side():
     from decinv.tiny.properties import ed_cost
 
     threads = torch.get_num_threads()
-    out = ed_cost("tiny-v1", "tiny-v1", batch=2, repeats=2, threads=1)
+    out = ed_cost("tiny-v2", "tiny-v1", batch=2, repeats=2, threads=1)
     assert torch.get_num_threads() == threads  # restored
-    assert out["image_size"] == {"tiny-v1": 64} and out["seconds"]["tiny-v1"] > 0
-    assert out["ratio"] == pytest.approx(1.0)
+    assert out["image_size"] == {"tiny-v2": 128, "tiny-v1": 64} and min(out["seconds"].values()) > 0
+    assert out["ratio"] == pytest.approx(out["seconds"]["tiny-v2"] / out["seconds"]["tiny-v1"])
+    with pytest.raises(ValueError, match="twice"):
+        ed_cost("tiny-v1", "tiny-v1")

@@ -47,6 +47,7 @@ PASSES = {
     "latent_std": lambda v: 0.7 <= v <= 1.4,
 }
 HORIZONS = (20, 50, 100, 200)
+SCHEDULE_CAP = 100  # the paper schedule's horizon cap (official code; decinv's default): runs >= it share a prefix
 
 
 def _mean_db(z, z_true) -> float:
@@ -68,12 +69,15 @@ def ed_cost(model_name: str = "tiny-v2", reference: str = "tiny-v1", batch: int 
     with ``threads`` torch threads; ``ratio`` = model / reference (the issue's budget: <= 2 on 2 CPU cores)."""
     import time
 
+    if model_name == reference:
+        raise ValueError(f"ed_cost compares two models; got {model_name!r} twice.")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         models = {name: decinv.load_model(name, device="cpu") for name in (model_name, reference)}
-        z = {name: torch.randn(batch, m.latent_channels, 16, 16, generator=torch.Generator().manual_seed(0))
-             for name, m in models.items()}
+        side = {name: int(m.vae.config.sample_size) // m.downsample for name, m in models.items()}
+        z = {name: torch.randn(batch, m.latent_channels, side[name], side[name],
+                               generator=torch.Generator().manual_seed(0)) for name, m in models.items()}
         times = {name: [] for name in models}
         for i in range(repeats + 1):
             for name, m in models.items():
@@ -114,9 +118,10 @@ def measure_properties(n: int = 64, model_name: str = "tiny", fsm_step: float = 
 
     by_horizon = {}
     long = max(horizons)
-    for k in [h for h in horizons if h < 100] + [long]:
-        run = decinv.invert(inst.x, model, "gradfree-adam", k, lr=0.01, z_true=inst.z_true, progress=progress)
-        read = [k] if k < 100 else [h for h in horizons if h >= 100]
+    for k in [h for h in horizons if h < SCHEDULE_CAP] + [long]:
+        run = decinv.invert(inst.x, model, "gradfree-adam", k, lr=0.01, schedule_cap=SCHEDULE_CAP,
+                            z_true=inst.z_true, progress=progress)
+        read = [k] if k < SCHEDULE_CAP else [h for h in horizons if h >= SCHEDULE_CAP]
         for h in read:
             by_horizon[str(h)] = {"nmse_db": float(run.trace.nmse_db[h - 1].mean()),
                                   "seconds": float(run.trace.seconds[h - 1])}
