@@ -112,3 +112,46 @@ def test_adversarial_run_branches_from_the_plain_run_at_adv_start(tmp_path):
     for name, tensor in a["model"].items():
         assert torch.equal(b["model"][name], tensor), name
     assert not all(torch.equal(first["model"][n], t) for n, t in a["model"].items())  # the term did change it
+
+
+def test_unet_with_ema_resumes_bit_for_bit_and_exports_the_averaged_weights(tmp_path, monkeypatch):
+    """The EMA state lives in the checkpoint (a resumed run equals a straight one), and the exported UNet is the
+    average, not the last iterate."""
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**train.VAE_CONFIG_V2)
+    vae.register_to_config(scaling_factor=1.0)
+
+    def run(name):
+        work, out = tmp_path / name / "work", tmp_path / name / "weights"
+        work.mkdir(parents=True, exist_ok=True)
+        vae.save_pretrained(out / "vae")
+        train.train_unet(work, out, steps=4, batch=2, lr=1e-3, n_latents=4, device="cpu", every=2, probe=False,
+                         ema_decay=0.5)
+        return torch.load(work / "unet.pt", weights_only=False), out
+
+    straight, out = run("straight")
+    save = train._save_checkpoint
+
+    def save_then_stop(path, step, *rest, **kw):
+        save(path, step, *rest, **kw)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed")
+    monkeypatch.undo()
+    resumed, _ = run("resumed")
+    for key in ("model", "ema"):
+        for name, value in straight[key].items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(resumed[key][name], value), (key, name)
+            elif name == "shadow_params":
+                assert all(torch.equal(a, b) for a, b in zip(resumed[key][name], value)), (key, name)
+    exported = UNet2DModel.from_pretrained(out / "unet").state_dict()
+    shadow = straight["ema"]["shadow_params"]
+    names = [n for n, _ in UNet2DModel(**train.UNET_CONFIG).named_parameters()]
+    assert all(torch.equal(exported[n], s) for n, s in zip(names, shadow))
+    assert any(not torch.equal(exported[n], straight["model"][n]) for n in names)

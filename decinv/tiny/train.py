@@ -113,9 +113,12 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict
     return state["step"], state["log"], generator
 
 
-def _save_checkpoint(path: Path, step, model, optimizer, scheduler, log, generator, disc=None, d_opt=None) -> None:
+def _save_checkpoint(path: Path, step, model, optimizer, scheduler, log, generator, disc=None, d_opt=None,
+                     ema=None) -> None:
     tmp = path.with_suffix(".tmp")
     extra = {} if disc is None else dict(disc=disc.state_dict(), d_opt=d_opt.state_dict())
+    if ema is not None:
+        extra["ema"] = ema.state_dict()
     torch.save(
         dict(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
              scheduler=scheduler.state_dict(), log=log, generator=generator.get_state(), torch_rng=torch.get_rng_state(),
@@ -314,10 +317,17 @@ def export_vae(work: Path, out: Path, n_crops: int = 2048, recipe: str = "v2") -
 
 
 def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_latents: int, device: str, every: int,
-               recipe: str = "v2", probe: bool = True) -> None:
+               recipe: str = "v2", probe: bool = True, ema_decay: float = 0.0) -> None:
     """Epsilon-prediction training of the latent UNet; every ``every`` steps (``probe``) the `sample_probe` of
-    the current weights goes into the log (``log["samples"]``)."""
+    the current weights goes into the log (``log["samples"]``).
+
+    ``ema_decay`` > 0 keeps an exponential moving average of the weights (diffusers' ``EMAModel``, with its default
+    warm-up ``min(decay, (1 + step) / (10 + step))``), as latent-diffusion training does; the probe and the exported
+    UNet then use the averaged weights."""
+    import copy
+
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DModel
+    from diffusers.training_utils import EMAModel
 
     torch.manual_seed(0)
     if not (out / "vae" / "config.json").exists():
@@ -340,7 +350,19 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
     scheduler = _cosine(optimizer, steps)
     ckpt = work / "unet.pt"
     start, log, generator = _load_checkpoint(ckpt, unet, optimizer, scheduler)
+    ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay > 0 else None
+    if ema is not None and start > 0:
+        ema.load_state_dict(torch.load(ckpt, weights_only=False)["ema"])
+
+    def averaged():
+        if ema is None:
+            return unet
+        net = copy.deepcopy(unet)
+        ema.copy_to(net.parameters())
+        return net
+
     log.setdefault("samples", [])
+    log["ema_decay"] = ema_decay
     log["threads"], log["device"] = torch.get_num_threads(), device
     t0, running = time.perf_counter() - log["seconds"], []
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="unet", mininterval=5):
@@ -349,17 +371,19 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
         t = torch.randint(noise_scheduler.config.num_train_timesteps, (batch,), generator=generator).to(device)
         loss = ((unet(noise_scheduler.add_noise(z0, noise, t), t).sample - noise) ** 2).mean()
         _optimise(loss, optimizer, scheduler, step, running, log)
+        if ema is not None:
+            ema.step(unet.parameters())
         if (step + 1) % every == 0 or step + 1 == steps:
             if probe:
-                log["samples"].append([step + 1, sample_probe(unet, vae, noise_scheduler)])
+                log["samples"].append([step + 1, sample_probe(averaged(), vae, noise_scheduler)])
                 unet.train()
             log["seconds"] = time.perf_counter() - t0
             tqdm.write(f"unet step {step + 1}: loss {loss.item():.4f}" +
                        (f", samples {log['samples'][-1][1]}" if probe else ""))
-            _save_checkpoint(ckpt, step + 1, unet, optimizer, scheduler, log, generator)
+            _save_checkpoint(ckpt, step + 1, unet, optimizer, scheduler, log, generator, ema=ema)
     log["seconds"] = time.perf_counter() - t0
-    _save_checkpoint(ckpt, steps, unet, optimizer, scheduler, log, generator)
-    unet.cpu().save_pretrained(out / "unet", safe_serialization=True)
+    _save_checkpoint(ckpt, steps, unet, optimizer, scheduler, log, generator, ema=ema)
+    averaged().cpu().save_pretrained(out / "unet", safe_serialization=True)
     noise_scheduler.save_pretrained(out / "scheduler")
 
 
@@ -378,9 +402,9 @@ def write_log(work: Path, args: argparse.Namespace) -> None:
 # Per-recipe defaults: the settings the bundled weights were trained with (weights/<recipe>/training_log.json).
 DEFAULTS = {
     "v1": dict(vae_steps=5500, vae_batch=16, vae_lr=2e-3, kl_weight=1e-4, adv_weight=0.0, adv_start=0.5,
-               unet_steps=2000, unet_batch=64, unet_lr=1e-3, unet_latents=16384, every=250),
+               unet_steps=2000, unet_batch=64, unet_lr=1e-3, unet_latents=16384, every=250, ema_decay=0.0),
     "v2": dict(vae_steps=5000, vae_batch=8, vae_lr=2e-3, kl_weight=1e-6, adv_weight=0.0, adv_start=0.5,
-               unet_steps=3000, unet_batch=64, unet_lr=1e-3, unet_latents=8192, every=500),
+               unet_steps=3000, unet_batch=64, unet_lr=1e-3, unet_latents=8192, every=500, ema_decay=0.0),
 }
 
 
@@ -398,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     for name, kind in (("vae_steps", int), ("vae_batch", int), ("vae_lr", float), ("kl_weight", float),
                        ("adv_weight", float), ("adv_start", float), ("unet_steps", int), ("unet_batch", int),
-                       ("unet_lr", float), ("unet_latents", int), ("every", int)):
+                       ("unet_lr", float), ("unet_latents", int), ("every", int), ("ema_decay", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                             help=f"default: v2 {DEFAULTS['v2'][name]}, v1 {DEFAULTS['v1'][name]}")
     parser.add_argument("--scale-crops", type=int, default=2048, help="training crops that fix scaling_factor")
@@ -417,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         export_vae(args.work, args.out, args.scale_crops, args.recipe)
     if args.stage in ("unet", "all"):
         train_unet(args.work, args.out, args.unet_steps, args.unet_batch, args.unet_lr, args.unet_latents,
-                   args.device, args.every, args.recipe)
+                   args.device, args.every, args.recipe, ema_decay=args.ema_decay)
     if args.stage == "all":
         write_log(args.work, args)
 
