@@ -1,19 +1,24 @@
 """Loading a latent diffusion model's autoencoder and using it in the paper's latent space.
 
 The paper works with the *scaled* latent: z = scaling_factor * mode(q(z|x)) (SD: 0.18215), and images x in [-1, 1].
-`LatentModel` wraps a diffusers ``AutoencoderKL`` so that ``encode`` is E and ``decode`` is D in that convention,
-with video (a frame axis) flattened into the batch, and optional chunking to bound memory.
+`LatentModel` wraps a diffusers autoencoder (the classes in `decinv.autoencoders.SPECS`) so that ``encode`` is E and
+``decode`` is D in the latent convention of the model's own pipeline (`decinv.autoencoders.latent_convention`):
+frames flattened into the batch for image autoencoders, whole videos for temporal ones, optional chunking to bound
+memory.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from decinv.validation import check_images, check_latents, resolve_device
+from decinv.autoencoders import (SPECS, UnsupportedAutoencoderError, compression, latent_channels,
+                                 latent_convention, spec_for)
+from decinv.validation import check_frames, check_images, check_latents, resolve_device
 
 # name -> (hub id, subfolder). The paper's three LDMs (paper-notes section 1, 5):
 PRESETS = {
@@ -49,36 +54,69 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-class LatentModel:
-    """E and D of an ``AutoencoderKL`` in the scaled latent space: ``z = scaling_factor * (mode - shift)``.
+class NonFiniteLatentError(RuntimeError):
+    """E(x) or D(z) overflowed (e.g. a 16-bit VAE whose activations exceed 65504): no latent is returned."""
 
-    ``encode(x)``: images (B, 3, H, W) or video (B, F, 3, H, W) in [-1, 1] -> latents (B, [F,] C, H/f, W/f).
-    ``decode(z)``: the inverse direction, unclamped (the paper's D). Both run without autograd unless asked
-    (``grad=True`` in ``decode`` for the gradient-based baseline). The VAE's weights are frozen
-    (``requires_grad_(False)``) so backward passes compute gradients for z only.
+
+class LatentModel:
+    """E and D of a diffusers autoencoder in the latent space its own pipeline uses (see `decinv.autoencoders`).
+
+    Image autoencoders (AutoencoderKL, AutoencoderTiny, AutoencoderDC, AutoencoderKLFlux2):
+    ``encode(x)``: images (B, 3, H, W) or video (B, F, 3, H, W) in [-1, 1] -> latents (B, [F,] C, H/f, W/f), the
+    frames of a video encoded independently (flattened into the batch).
+    Temporal (3-D causal video) autoencoders (AutoencoderKLWan, AutoencoderKLLTXVideo): ``encode(x)`` takes video
+    (B, F, 3, H, W) with F = t·k + 1 frames (t = ``temporal_compression``, 4 for Wan 2.1 and LTX) and returns
+    latents (B, k + 1, C, H/f, W/f): the latent has its own frame count. Diffusers' own layout (B, C, F, H, W) is
+    used only inside; the public one keeps frames before channels like images.
+    ``decode(z)``: the inverse direction, as the model's decoder computes it (unclamped for AutoencoderKL, the paper's
+    D; the quirks of other classes are in ``spec.quirks``). Both run without autograd unless asked (``grad=True`` in
+    ``decode`` for the gradient-based baseline). The weights are frozen, so backward passes reach z only.
+    ``chunk_size``: images or frames per call for image autoencoders; whole *videos* per call for temporal ones (a
+    temporal encoder/decoder's output depends on how a video is chunked, so a video is never split).
+
+    A non-finite E(x) from a finite x (16-bit overflow) raises `NonFiniteLatentError` instead of returning NaN; with
+    ``upcast=True`` a float16 request on a VAE whose config sets ``force_upcast`` keeps it in float32, as diffusers
+    pipelines do (stable_diffusion_xl/pipeline_stable_diffusion_xl.py:1264-1268, ``needs_upcasting``).
     """
 
-    def __init__(self, vae, name: str = "custom"):
+    def __init__(self, vae, name: str = "custom", *, upcast: bool = False):
+        self.spec = spec_for(type(vae).__name__)
         self.vae = vae.eval().requires_grad_(False)
-        self.name = name
+        self.name, self.upcast, self.upcast_from = name, upcast, None
         config = vae.config
-        self.scaling_factor = float(config.scaling_factor)
+        self.convention = latent_convention(vae)
+        self.scaling_factor = float(getattr(config, "scaling_factor", None) or 1.0)
         self.shift_factor = float(getattr(config, "shift_factor", None) or 0.0)
-        self.latent_channels = int(config.latent_channels)
-        self.downsample = 2 ** (len(config.block_out_channels) - 1)
+        self.force_upcast = bool(getattr(config, "force_upcast", False))
+        self.temporal = self.spec.temporal
+        spatial, self.temporal_compression = compression(vae)
+        patch = 2 if self.convention.patchify else 1
+        self.latent_channels = latent_channels(vae) * patch * patch
+        self.downsample = spatial * patch
         param = next(vae.parameters())
         self.device, self.dtype = param.device, param.dtype
         self._apply_layout()
 
     def __repr__(self) -> str:
         params = sum(p.numel() for p in self.vae.parameters())
-        return (f"LatentModel({self.name!r}, {params / 1e6:.2f} M params, x{self.downsample} -> "
-                f"{self.latent_channels} channels, scaling_factor={self.scaling_factor:.5g}, "
-                f"device={self.device}, dtype={self.dtype})")
+        video = f", temporal x{self.temporal_compression} (F = {self.temporal_compression}k+1 -> k+1)" if self.temporal else ""
+        up = f", {self.upcast_from} requested, run in float32 (force_upcast)" if self.upcast_from else ""
+        return (f"LatentModel({self.name!r}, {type(self.vae).__name__}, {params / 1e6:.2f} M params, x{self.downsample} "
+                f"-> {self.latent_channels} channels{video}, latents {self.convention.formula}, "
+                f"scaling_factor={self.scaling_factor:.5g}, device={self.device}, dtype={self.dtype}{up})")
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames of a video of ``frames`` frames: (F - 1) / t + 1 for a temporal autoencoder, else F."""
+        return (frames - 1) // self.temporal_compression + 1 if self.temporal else frames
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "LatentModel":
-        """Move/cast the VAE in place (no copy is kept) and return self."""
+        """Move/cast the VAE in place (no copy is kept) and return self. With ``upcast=True`` ``float16``
+        on a VAE whose config sets ``force_upcast`` leaves it in float32 (recorded in ``upcast_from``)."""
         self.device = resolve_device(device) if device is not None else self.device
+        if dtype == torch.float16 and self.upcast and self.force_upcast:  # the pipelines' rule: fp16 only
+            self.upcast_from, dtype = dtype, torch.float32
+        elif dtype is not None:
+            self.upcast_from = None
         self.dtype = dtype or self.dtype
         self.vae.to(self.device)
         if dtype is not None:
@@ -87,65 +125,125 @@ class LatentModel:
         return self
 
     def _apply_layout(self) -> None:
-        # Half-precision convolutions on CPU are only tolerable in channels_last (5-7x vs ~100x slower than fp32).
+        # Half-precision 2-D convolutions on CPU are only tolerable in channels_last (5-7x vs ~100x slower than fp32).
         half_on_cpu = self.device.type == "cpu" and self.dtype in (torch.float16, torch.bfloat16)
-        self.memory_format = torch.channels_last if half_on_cpu else torch.contiguous_format
+        self.memory_format = torch.channels_last if half_on_cpu and not self.temporal else torch.contiguous_format
         self.vae.to(memory_format=self.memory_format)
 
     def _prepare(self, t: torch.Tensor) -> torch.Tensor:
-        return t.to(device=self.device, dtype=self.dtype).contiguous(memory_format=self.memory_format)
+        t = t.to(device=self.device, dtype=self.dtype)
+        return t.contiguous(memory_format=self.memory_format) if t.dim() == 4 else t.contiguous()
+
+    def _check_video(self, t: torch.Tensor, what: str) -> None:
+        if not self.temporal:
+            return
+        if t.dim() != 5:
+            raise ValueError(
+                f"{type(self.vae).__name__} is a temporal (3-D) autoencoder: it encodes whole videos, so {what} must "
+                f"have shape (B, F, ...) with a frame axis, got {tuple(t.shape)}. A single image is a one-frame video: "
+                "x[:, None].")
+        if what == "images":
+            check_frames(t.shape[1], self.temporal_compression, type(self.vae).__name__)
 
     def encode(self, x: torch.Tensor, chunk_size: int | None = None, *, check: bool = True) -> torch.Tensor:
-        """E(x): scaled posterior mode. ``chunk_size`` frames/images go through the encoder at a time."""
+        """E(x) in the pipeline's latent convention. ``chunk_size`` images/frames (temporal: videos) per call.
+        Raises `NonFiniteLatentError` if a finite x gives a non-finite latent (16-bit overflow)."""
         if check:
             check_images(x, self.downsample)
+        self._check_video(x, "images")
         with torch.no_grad():
-            return self._per_frame(x, chunk_size, self._encode4)
+            z = self._batched(x, chunk_size, self._encode_items)
+        if not bool(torch.isfinite(z).all()) and bool(torch.isfinite(x).all()):
+            hint = (f"Its config sets force_upcast=True: diffusers pipelines run it in float32 "
+                    f"(load_model(..., upcast=True) does the same), or load it with dtype=torch.float32."
+                    if self.force_upcast else "Load it with dtype=torch.float32.")
+            raise NonFiniteLatentError(f"E(x) is not finite for a finite x: {type(self.vae).__name__} overflows in "
+                                       f"{self.dtype}. {hint}")
+        return z
 
     def decode(self, z: torch.Tensor, chunk_size: int | None = None, *, grad: bool = False,
                check: bool = True) -> torch.Tensor:
-        """D(z) in [-1, 1] (unclamped). ``grad=True`` keeps the graph for backpropagation to z."""
+        """D(z) in [-1, 1] (unclamped unless the class clamps). ``grad=True`` keeps the graph for backprop to z."""
         if check:
             check_latents(z, self.latent_channels)
+        self._check_video(z, "latents")
         with torch.set_grad_enabled(grad):
-            return self._per_frame(z, chunk_size, self._decode4)
+            return self._batched(z, chunk_size, self._decode_items)
 
-    def _encode4(self, x: torch.Tensor) -> torch.Tensor:
-        mode = self.vae.encode(self._prepare(x)).latent_dist.mode()
-        return (mode - self.shift_factor) * self.scaling_factor
+    def _encode_items(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._prepare(x.transpose(1, 2) if self.temporal else x)  # diffusers' video layout (N, 3, F, H, W)
+        out = self.vae.encode(x)
+        raw = out.latent_dist.mode() if self.spec.raw_latent == "mode" else getattr(out, self.spec.raw_latent)
+        z = self.convention.normalize(raw)
+        return z.transpose(1, 2) if self.temporal else z
 
-    def _decode4(self, z: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(self._prepare(z / self.scaling_factor + self.shift_factor)).sample
+    def _decode_items(self, z: torch.Tensor) -> torch.Tensor:
+        raw = self.convention.denormalize(self._prepare(z.transpose(1, 2) if self.temporal else z))
+        kwargs = {}
+        if getattr(self.vae.config, "timestep_conditioning", False):  # LTX: decode at timestep 0, no added noise
+            kwargs["temb"] = torch.zeros(len(raw), device=raw.device, dtype=raw.dtype)
+        if any(getattr(self.vae.config, "decoder_inject_noise", ()) or ()):  # LTX: same decoder noise every call
+            devices = [raw.device] if raw.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(0)
+                x = self.vae.decode(raw, **kwargs).sample
+        else:
+            x = self.vae.decode(raw, **kwargs).sample
+        return x.transpose(1, 2) if self.temporal else x
 
-    @staticmethod
-    def _per_frame(t: torch.Tensor, chunk_size: int | None, fn) -> torch.Tensor:
-        lead = t.shape[:-3]
-        flat = t.reshape(-1, *t.shape[-3:])
+    def _batched(self, t: torch.Tensor, chunk_size: int | None, fn) -> torch.Tensor:
+        lead = t.shape[:1] if self.temporal else t.shape[:-3]
+        flat = t if self.temporal else t.reshape(-1, *t.shape[-3:])
         chunks = flat.split(chunk_size) if chunk_size else (flat,)
         out = torch.cat([fn(c) for c in chunks]) if len(chunks) > 1 else fn(flat)
-        return out.reshape(*lead, *out.shape[1:])
+        return out if self.temporal else out.reshape(*lead, *out.shape[1:])
 
 
-def load_model(source, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> LatentModel:
-    """A `LatentModel` from a bundled miniature (``"tiny"``, ``"tiny-v2"``), a preset (``"sd21"``, ``"sd15"``, ``"sd14"``), a hub id, a local
-    ``save_pretrained`` folder, or an ``AutoencoderKL`` instance. ``device`` None/"auto" picks CUDA when present."""
-    from diffusers import AutoencoderKL
+def load_model(source, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+               upcast: bool = False) -> LatentModel:
+    """A `LatentModel` from a bundled miniature (``"tiny"``, ``"tiny-v2"``), a preset (``"sd21"``, ``"sd15"``,
+    ``"sd14"``), a hub id, a local ``save_pretrained`` folder, or a diffusers autoencoder instance.
+
+    Folders and hub repos are loaded by the class their ``config.json`` names in ``_class_name`` (the way
+    ``diffusers.AutoModel`` resolves it); the supported classes are `decinv.autoencoders.SPECS`, anything else is an
+    `UnsupportedAutoencoderError` naming the class. ``device`` None/"auto" picks CUDA when present. ``upcast=True``:
+    honour ``force_upcast`` as diffusers pipelines do (``dtype=torch.float16`` leaves such a VAE in float32); by default
+    the requested dtype is used and an overflowing E(x) raises `NonFiniteLatentError`.
+    """
+    import torch.nn as nn
 
     target_device = resolve_device(device)
     if isinstance(source, LatentModel):
+        source.upcast = upcast or source.upcast
         return source.to(target_device, dtype)
-    if isinstance(source, AutoencoderKL):
+    if isinstance(source, nn.Module):
         vae, name = source, "custom"
     elif not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"load_model expects a name, path or diffusers AutoencoderKL, got {type(source).__name__}.")
+        raise TypeError(f"load_model expects a name, path or diffusers autoencoder ({', '.join(SPECS)}), "
+                        f"got {type(source).__name__}.")
     else:
         vae, name = _load_vae(str(source)), str(source)
-    return LatentModel(vae, name=name).to(target_device, dtype)
+    return LatentModel(vae, name=name, upcast=upcast).to(target_device, dtype)
+
+
+def _autoencoder_class(config: dict, where):
+    """The diffusers class named by a config's ``_class_name``, if decinv supports it."""
+    import diffusers
+
+    name = config.get("_class_name")
+    if not name:
+        raise UnsupportedAutoencoderError(f"{where}: config.json has no _class_name, so the autoencoder's class is "
+                                          f"unknown; re-save it with save_pretrained (supported: {', '.join(SPECS)}).")
+    spec_for(name)
+    return getattr(diffusers, name)
+
+
+def _load_folder(folder: Path):
+    config = json.loads((folder / "config.json").read_text())
+    return _autoencoder_class(config, folder).from_pretrained(folder, local_files_only=True)
 
 
 def _load_vae(source: str):
-    from diffusers import AutoencoderKL
-
     if source in BUNDLED:
         folder = tiny_dir(source)
         if not (folder / "vae" / "config.json").exists():
@@ -153,22 +251,23 @@ def _load_vae(source: str):
                 f"The bundled model {source!r} is not installed (expected {folder / 'vae'}). Train it with "
                 f"`python -m decinv.tiny.train all --recipe {BUNDLED[source]}`, or reinstall decinv from a full checkout."
             )
-        return AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+        return _load_folder(folder / "vae")
     path = Path(source).expanduser()
     if path.is_dir():
         folder = path / "vae" if (path / "vae" / "config.json").exists() else path
         if not (folder / "config.json").exists():
             raise ModelNotAvailableError(
-                f"{path} is a folder but holds no AutoencoderKL (no config.json there or in {path / 'vae'}). "
-                "Point to a folder written by AutoencoderKL.save_pretrained or a pipeline's save_pretrained."
+                f"{path} is a folder but holds no autoencoder (no config.json there or in {path / 'vae'}). "
+                "Point to a folder written by the autoencoder's save_pretrained or a pipeline's save_pretrained."
             )
-        return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        return _load_folder(folder)
     repo, subfolder = PRESETS.get(source, (source, None))
     return _from_hub(repo, subfolder, preset=source if source in PRESETS else None)
 
 
 def _from_hub(repo: str, subfolder: str | None, preset: str | None):
-    """Try the repo's ``vae`` subfolder (pipelines), then its root (bare VAE repos); one clear error if neither."""
+    """Try the repo's ``vae`` subfolder (pipelines), then its root (bare VAE repos); one clear error if neither.
+    The class is the one the repo's config names (``ConfigMixin.load_config`` reads it without loading weights)."""
     from diffusers import AutoencoderKL
 
     label = f"{preset!r} ({repo})" if preset else repo
@@ -176,8 +275,11 @@ def _from_hub(repo: str, subfolder: str | None, preset: str | None):
     errors = []
     for sub in attempts:
         try:
-            return AutoencoderKL.from_pretrained(repo, subfolder=sub, local_files_only=_offline())
+            config = AutoencoderKL.load_config(repo, subfolder=sub, local_files_only=_offline())
+            return _autoencoder_class(config, repo).from_pretrained(repo, subfolder=sub, local_files_only=_offline())
         except (OSError, ValueError) as error:  # hub misses surface as OSError subclasses in diffusers
+            if isinstance(error, UnsupportedAutoencoderError):
+                raise
             errors.append(f"{repo}{'/' + sub if sub else ''}: {str(error).splitlines()[0]}")
     how = (
         "The hub is set offline (HF_HUB_OFFLINE=1) and the weights are not in the local cache. "

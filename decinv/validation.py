@@ -50,3 +50,13 @@ def check_images(x, downsample: int = 1) -> None:
 def check_latents(z, channels: int) -> None:
     """Latents (B, C, h, w) or (B, F, C, h, w), float and finite, with the model's channel count."""
     _check_tensor(z, "latents", channels, "C")
+
+
+def check_frames(frames: int, temporal_compression: int, cls: str) -> None:
+    """A temporal autoencoder with compression t encodes F = t·k + 1 frames into k + 1 latent frames (the first frame
+    alone, then groups of t: e.g. Wan 2.1's ``AutoencoderKLWan._encode`` chunks 1, 4, 4, ...); other F would be cut."""
+    t = temporal_compression
+    if (frames - 1) % t:
+        below, above = (frames - 1) // t * t + 1, ((frames - 1) // t + 1) * t + 1
+        raise ValueError(f"{cls} compresses time by {t}: a video needs F = {t}k + 1 frames (1, {t + 1}, "
+                         f"{2 * t + 1}, ...), got F = {frames}. Use {below} or {above} frames.")
