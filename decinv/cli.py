@@ -14,9 +14,20 @@ from decinv.bench import add_parser as add_bench_parser
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
+# PIL modes that hold more than 8 bits per pixel, with the value that maps to white. ``convert("RGB")`` would clip
+# them to 255 (a 16-bit ramp 0..65535 would load as almost all white), so they are rescaled instead.
+HIGH_BIT_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
 def load_image(path: Path, size: int | None, multiple: int):
-    """Any image file PIL reads -> (1, 3, H, W) in [-1, 1]; RGB-converted, optionally resized so its shorter side
-    is ``size`` and centre-cropped square, then cropped to a multiple of the autoencoder's downsampling factor."""
+    """Any image file PIL reads -> (1, 3, H, W) in [-1, 1]; optionally resized so its shorter side is ``size`` and
+    centre-cropped square, then cropped to a multiple of the autoencoder's downsampling factor.
+
+    8-bit modes (palette, grey, RGB, RGBA, CMYK) are converted to RGB and mapped by x / 127.5 - 1. High-bit grey modes
+    are rescaled by their full range: 16-bit (PIL's ``I;16*``, and ``I``, which PIL uses for 16-bit PNGs and must
+    then hold values in 0..65535) by x / 65535, float ``F`` images must already lie in [0, 1]; the grey channel is
+    repeated three times. (PIL opens 16-bit-per-channel RGB PNGs as 8-bit RGB itself.)
+    """
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -28,7 +39,16 @@ def load_image(path: Path, size: int | None, multiple: int):
         raise SystemExit(f"error: {path}: no such image file")
     except UnidentifiedImageError:
         raise SystemExit(f"error: {path}: not an image format PIL can read (try PNG or JPEG)")
-    image = image.convert("RGB")  # palette, grey, 16-bit, RGBA and CMYK all become 8-bit RGB
+    if image.mode in HIGH_BIT_MODES:
+        white = HIGH_BIT_MODES[image.mode]
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > white:
+            raise SystemExit(f"error: {path}: a {image.mode} image with values in [{low:.6g}, {high:.6g}], outside "
+                             f"0..{white:g}; save it as 8- or 16-bit PNG (or scale float images to [0, 1])")
+        image = Image.fromarray((values / white).astype(np.float32), mode="F")  # grey in [0, 1]; PIL resizes F
+    else:
+        image = image.convert("RGB")  # palette, grey, RGBA and CMYK all become 8-bit RGB
     if size:
         scale = size / min(image.size)
         image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
@@ -41,6 +61,9 @@ def load_image(path: Path, size: int | None, multiple: int):
                          f"downsampling factor {multiple}; use --size to enlarge it")
     image = image.crop(((image.width - w) // 2, (image.height - h) // 2, (image.width - w) // 2 + w,
                         (image.height - h) // 2 + h))
+    if image.mode == "F":
+        grey = np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 2 - 1  # LANCZOS may overshoot [0, 1] slightly
+        return torch.from_numpy(grey)[None, None].repeat(1, 3, 1, 1).contiguous()
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1
     return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
 
