@@ -854,6 +854,7 @@ def dtype_suite(model="tiny", *, device="auto", batch: int = 2, size: int | None
 
 
 SUITES = {"overhead": overhead, "tradeoff": tradeoff, "video": video, "dtype": dtype_suite}
+from decinv.bench_video3d import video3d; SUITES["video3d"] = video3d; SUITE_NAMES += ("video3d",)  # noqa: E402,E702
 
 
 # ---------------------------------------------------------------------------------------------------------------
