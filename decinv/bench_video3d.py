@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 import decinv
-from decinv.bench import MIB, PAPER_VIDEO_MEMORY_RATIO, _fmt, _median, _per_iteration, _ratio, _row
+from decinv.bench import MIB, PAPER_VIDEO_MEMORY_RATIO, _fmt, _median, _model_info, _per_iteration, _ratio, _row
 from decinv.measure import measure
 from decinv.solvers import METHODS
 from decinv.solvers.tracking import Problem, Tracker
@@ -96,9 +96,8 @@ def video3d(model="tiny", *, device="auto", frames=(1, 9, 17, 33, 65), size: int
                      "per_iter_seconds": _per_iteration(trace.seconds), "per_iter_cpu_seconds": _per_iteration(cpu),
                      "status": tracker.status if finite else f"failed: non-finite latent ({tracker.status})",
                      "final_residual": float(np.mean(trace.residual[-1])) if len(trace) else None})
-    params = sum(p.numel() for p in model.vae.parameters())
     out = {
-        "setting": {"model": {"class": type(model.vae).__name__, "source": source, "params_m": params / 1e6,
+        "setting": {"model": {**_model_info(model), "class": type(model.vae).__name__, "source": source,
                               "config": {k: v for k, v in dict(model.vae.config).items() if not k.startswith("_")},
                               "spatial": model.downsample, "temporal": model.temporal_compression},
                     "device": str(device), "frames": list(frames), "size": size, "steps": steps, "repeat": repeat,

@@ -19,6 +19,7 @@ def test_quick_run_reports_side_by_side_ratios_per_frame_count():
     out = video3d("tiny", device="cpu", quick=True, progress=False)
     assert out["setting"]["model"]["class"] == "AutoencoderKLWan"  # 'tiny' is 2-D: replaced, and recorded
     assert out["setting"]["model"]["source"] == "random AutoencoderKLWan"
+    assert "AutoencoderKLWan" in out["setting"]["model"]["repr"]  # the benchmark page reads setting.model.repr
     assert [t["frames"] for t in out["table"]] == [1, 5] and [t["latent_frames"] for t in out["table"]] == [1, 2]
     for t in out["table"]:
         assert math.isfinite(t["memory_ratio"]) and t["gradfree_per_iter_s"] > 0 and t["gradient_per_iter_s"] > 0
