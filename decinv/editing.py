@@ -41,7 +41,8 @@ from decinv.metrics import mean_ci, nmse_db
 
 __all__ = ["Trajectory", "sample_trajectory", "inversion_trajectory", "resampled_trajectory", "box_mask",
            "check_mask", "pixel_mask", "blended_edit", "background_errors", "calibrate", "matched_iterations",
-           "summarise", "compare", "Comparison", "show_fig4"]
+           "summarise", "compare", "Comparison", "paired_difference", "paired_verdict", "dilate",
+           "show_fig4"]
 
 
 @dataclass
@@ -234,16 +235,18 @@ def background_errors(edited: torch.Tensor, x: torch.Tensor, mask_px: torch.Tens
             "psnr_db": 10 * torch.log10(4.0 / (diff2 / count))}
 
 
-def calibrate(run, lengths=(1, 3)) -> tuple[float, float]:
+def calibrate(run, lengths=(1, 3), repeats: int = 1) -> tuple[float, float]:
     """Fit seconds = fixed + per_iteration * steps from timed calls ``run(steps)`` (each returns seconds).
 
-    ``run(lengths[0])`` is called once more first, untimed, to warm up. Returns (fixed, per_iteration).
+    ``run(lengths[0])`` is called once more first, untimed, to warm up; each length is then timed ``repeats``
+    times and the fastest time kept (on a shared machine, load only ever adds time). Returns (fixed, per_iteration).
     """
     a, b = lengths
-    if not 0 <= a < b:
-        raise ValueError(f"need two lengths 0 <= a < b, got {lengths!r}")
+    if not 0 <= a < b or repeats < 1:
+        raise ValueError(f"need two lengths 0 <= a < b and repeats >= 1, got {lengths!r}, {repeats!r}")
     run(a)
-    ta, tb = run(a), run(b)
+    ta = min(run(a) for _ in range(repeats))
+    tb = min(run(b) for _ in range(repeats))
     per = max((tb - ta) / (b - a), 1e-9)
     return max(ta - per * a, 0.0), per
 
@@ -296,6 +299,17 @@ def paired_difference(a: Row, b: Row, metric: str) -> tuple[float, float]:
     return mean_ci(d)
 
 
+def paired_verdict(a: Row, b: Row, metric: str, lower_is_better: bool = True) -> tuple[str, float, float]:
+    """Is ``a`` better than ``b`` on ``metric`` over the same images? ("better" | "worse" | "undecided", mean, half).
+
+    Decided only when the 95 % t-interval of the per-image difference a - b excludes zero.
+    """
+    mean, half = paired_difference(a, b, metric)
+    if not np.isfinite(half) or abs(mean) <= half:
+        return "undecided", mean, half
+    return ("better" if (mean < 0) == lower_is_better else "worse"), mean, half
+
+
 def latent_nmse_db(z_hat: torch.Tensor, z_true: torch.Tensor) -> np.ndarray:
     """Per-image NMSE (dB) as a float numpy array; -inf where the latents agree exactly."""
     with np.errstate(divide="ignore"):
@@ -324,6 +338,22 @@ class Comparison:
     def mean(self, label: str, metric: str) -> float:
         return float(np.mean(self.row(label).metrics[metric]))
 
+    def at_budget(self, i: int) -> dict[str, Row]:
+        """The rows run at budget ``i`` (0-based), keyed "Grad-free 32-bit", "Grad-based", "Grad-free 16-bit"."""
+        entry = self.plan[i]
+        out = {}
+        for key, k in entry.items():
+            if key.endswith(": iterations"):
+                name = key[: -len(": iterations")]
+                out[name] = self.row(f"{name}, {k} it.")
+        return out
+
+    def plan_table(self):
+        """The timing plan: per budget, each method's calibrated seconds per iteration, iterations, measured s."""
+        import pandas as pd
+
+        return pd.DataFrame(self.plan).set_index("budget").T
+
 
 def _label(method: str, bits: int | None = None, iterations: int | None = None) -> str:
     name = {"encoder": "Encoder", "gradient-adam": "Grad-based", "gradfree-adam": "Grad-free"}[method]
@@ -335,17 +365,17 @@ def _label(method: str, bits: int | None = None, iterations: int | None = None) 
 @torch.no_grad()
 def compare(x: torch.Tensor, oracle: Trajectory, model, pipeline, mask: torch.Tensor, noise: torch.Tensor, *,
             budgets=(50, 100), half_dtype: torch.dtype | None = torch.float16, trajectory: str = "inversion",
-            margin: int = 1, grad_lr: float = 0.1, gradfree_lr: float = 0.01, calibration=(1, 3),
-            log=print) -> Comparison:
+            margin: int = 1, grad_lr: float = 0.1, gradfree_lr: float = 0.01, calibration=((2, 8), 2),
+            calibration_16bit=((1, 3), 1), log=print) -> Comparison:
     """Fig. 4 measured: edit ``x`` through the oracle trajectory and through trajectories recovered by each method.
 
     ``x`` (B, 3, H, W): the 8-bit images; ``oracle``: their true trajectories (`sample_trajectory`), whose z_0 is
     the true z*. ``budgets``: gradient-free 32-bit iterations (paper: 50 and 100). Time budgets are matched the
     way the paper did, by adjusting iteration counts "to match the execution time": every iterative method is
-    first timed at ``calibration`` iterations on these images (`calibrate`: fixed + per-iteration seconds), the
-    budget is gradient-free 32-bit's predicted time at n iterations, and the gradient-based and 16-bit gradient-free
-    iteration counts are the ones predicted to take as long (`matched_iterations`). Each row then records its own
-    measured time. ``half_dtype``: the 16-bit type (None skips the 16-bit rows), run on a 16-bit copy of the
+    first timed on these images (`calibrate`: fixed + per-iteration seconds; ``calibration`` = (lengths, repeats)
+    for the 32-bit methods, ``calibration_16bit`` for 16-bit, which is slow on a CPU), the budget is gradient-free
+    32-bit's predicted time at n iterations, and the gradient-based and 16-bit gradient-free iteration counts are
+    the ones predicted to take as long (`matched_iterations`). Each row then records its own measured time. ``half_dtype``: the 16-bit type (None skips the 16-bit rows), run on a 16-bit copy of the
     model (``model`` itself is left in float32). Learning rates and schedules are the paper's (`decinv.method_options`).
 
     Each recovered z_0_hat goes through naive DDIM inversion on the oracle's grid (``trajectory``: "inversion"
@@ -405,7 +435,8 @@ def compare(x: torch.Tensor, oracle: Trajectory, model, pipeline, mask: torch.Te
     runs = [("gradfree-adam", torch.float32, 32), ("gradient-adam", torch.float32, 32)]
     if half_dtype is not None:
         runs.append(("gradfree-adam", half_dtype, 16))
-    fits = {(meth, bits): calibrate(lambda k, meth=meth, dt=dt: run(meth, k, dt).seconds, calibration)
+    fits = {(meth, bits): calibrate(lambda k, meth=meth, dt=dt: run(meth, k, dt).seconds,
+                                    *(calibration_16bit if bits == 16 else calibration))
             for meth, dt, bits in runs}
     fixed32, per32 = fits[("gradfree-adam", 32)]
     for n in budgets:
@@ -460,5 +491,4 @@ def show_fig4(x: torch.Tensor, edits: dict[str, torch.Tensor], mask_px: torch.Te
                 ax_err.set_title(f"edit region / error ×{gain:g}", fontsize=9)
             if j == 0:
                 ax_img.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
-    fig.tight_layout()
     return fig

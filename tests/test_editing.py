@@ -125,6 +125,10 @@ def test_calibrate_and_matched_iterations_recover_a_linear_cost():
 
     fixed, per = ed.calibrate(run, (2, 7))
     assert calls == [2, 2, 7] and fixed == pytest.approx(0.5) and per == pytest.approx(0.2)
+    noisy = iter([9.0, 3.0, 0.9, 2.0, 1.5])  # warm-up, then the fastest of two repeats per length counts
+
+    fixed2, per2 = ed.calibrate(lambda k: next(noisy), (2, 7), repeats=2)
+    assert per2 == pytest.approx(0.12) and fixed2 == pytest.approx(0.66)
     assert ed.matched_iterations(10.5, fixed, per) == 50
     assert ed.matched_iterations(0.6, fixed, per) == 1  # at least one iteration, even over budget
     with pytest.raises(ValueError):
@@ -140,7 +144,7 @@ def test_compare_on_a_random_pipeline(unet, scheduler, oracle):
     mask = ed.box_mask(8, (0.25, 0.75, 0.25, 0.75))
     before = {k: v.clone() for k, v in model.vae.state_dict().items()}
     cmp = ed.compare(x, oracle, model, pipe, mask, randn(3, 4, 8, 8, seed=1), budgets=[2, 3],
-                     calibration=(1, 2), margin=1, log=lambda *_: None)
+                     calibration=((1, 2), 1), calibration_16bit=((1, 2), 1), margin=1, log=lambda *_: None)
     labels = [r.label for r in cmp.rows]
     assert labels[:3] == ["Oracle (true trajectory)", "Encoder", "Grad-free 32-bit, 2 it."]
     assert len(labels) == 2 + 3 * 2 and len(cmp.plan) == 2 and model.dtype == torch.float32
@@ -155,6 +159,13 @@ def test_compare_on_a_random_pipeline(unet, scheduler, oracle):
     assert table.loc["Oracle (true trajectory)", "z0 NMSE (dB)"] == "exact" and "±" in table.loc["Encoder", "z0 NMSE (dB)"]
     mean, half = ed.paired_difference(cmp.row("Encoder"), cmp.rows[2], "background NMSE (dB)")
     assert np.isfinite(mean) and half >= 0
+    assert list(cmp.at_budget(1)) == ["Grad-free 32-bit", "Grad-based", "Grad-free 16-bit"]
+    assert cmp.at_budget(1)["Grad-free 32-bit"].iterations == 3 and cmp.plan_table().shape[1] == 2
+    worse = ed.Row("b", "x", 32, 1, 1.0, {"m": np.array([1.0, 2.0, 3.0])})
+    better = ed.Row("a", "x", 32, 1, 1.0, {"m": np.array([0.0, 1.1, 1.9])})
+    assert ed.paired_verdict(better, worse, "m")[0] == "better" and ed.paired_verdict(worse, better, "m")[0] == "worse"
+    assert ed.paired_verdict(better, worse, "m", lower_is_better=False)[0] == "worse"
+    assert ed.paired_verdict(worse, worse, "m")[0] == "undecided"
     with pytest.raises(ValueError, match="budgets"):
         ed.compare(x, oracle, model, pipe, mask, randn(3, 4, 8, 8), budgets=[0])
     with pytest.raises(ValueError, match="whole image"):
