@@ -1,6 +1,6 @@
 """Benchmark suites: how much faster, smaller and more precision-flexible gradient-free inversion really is.
 
-    python -m decinv.bench --suite overhead|tradeoff|video|dtype|all [--model tiny] [--device auto] [--threads 2]
+    python -m decinv.bench --suite overhead|tradeoff|video|dtype|video3d|acceleration|all [--model tiny] [--device auto] [--threads 2]
                            [--repeat N] [--quick] --out results/<name>.json
     decinv bench ...            (the same, through the package's command line)
 
@@ -855,6 +855,7 @@ def dtype_suite(model="tiny", *, device="auto", batch: int = 2, size: int | None
 
 SUITES = {"overhead": overhead, "tradeoff": tradeoff, "video": video, "dtype": dtype_suite}
 from decinv.bench_video3d import video3d; SUITES["video3d"] = video3d; SUITE_NAMES += ("video3d",)  # noqa: E402,E702
+from decinv.bench_acceleration import acceleration; SUITES["acceleration"] = acceleration; SUITE_NAMES += ("acceleration",)  # noqa: E402,E702,E501
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def test_adam_lr_in_trace_follows_schedule(linear):
 # --- every method on a real (random) AutoencoderKL -------------------------------------------------------------
 
 METHODS = [("encoder", 0, {}), ("forward-step", 4, {"step_size": 0.1}), ("inertial-km", 4, {"step_size": 0.1}),
-           ("gradfree-adam", 4, {}), ("gradient-adam", 4, {})]
+           ("gradfree-adam", 4, {}), ("gradient-adam", 4, {}), ("anderson", 4, {"step_size": 0.1})]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import inspect
 import torch
 
 from decinv.measure import measure
+from decinv.solvers.anderson import anderson
 from decinv.solvers.encoder import encoder
 from decinv.solvers.forward_step import forward_step
 from decinv.solvers.gradfree_adam import gradfree_adam
@@ -23,8 +24,9 @@ METHODS = {
     "inertial-km": inertial_km,
     "gradfree-adam": gradfree_adam,
     "gradient-adam": gradient_adam,
+    "anderson": anderson,
 }
-RESIDUAL_KIND = {"gradient-adam": "pixel ||D(z) - x||"}
+RESIDUAL_KIND = {"gradient-adam": "pixel ||D(z) - x||", "anderson": "latent ||T(z)|| at the last accepted iterate"}
 
 
 def method_options(method: str) -> dict:
@@ -39,12 +41,13 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
     """Invert the decoder of ``model`` (a `decinv.LatentModel`) at images ``x`` in [-1, 1].
 
     ``x``: (B, 3, H, W), or video (B, F, 3, H, W) whose frames are inverted as a batch; the result keeps x's layout.
-    ``method``: "encoder" | "forward-step" | "inertial-km" | "gradfree-adam" | "gradient-adam"; ``steps``: iterations
+    ``method``: "encoder" | "forward-step" | "inertial-km" | "gradfree-adam" | "gradient-adam" | "anderson" (beyond
+    the paper: Anderson-accelerated forward step); ``steps``: iterations
     (default 100; the encoder takes none). Every method starts from E(x) and runs in the model's device and dtype.
     ``z_true``: the ground-truth latent, to trace NMSE. ``tol``: a sample whose residual falls below it is frozen
     (per-sample early stopping); the loop ends when all are. ``chunk_size``: images/frames per encoder/decoder call,
     to bound memory. ``callback(StepInfo)`` runs after each iteration. Method options (``step_size``, ``alpha``,
-    ``beta``, ``lr``, ``schedule``, ...) are listed by `method_options`.
+    ``beta``, ``lr``, ``schedule``, ``memory``, ...) are listed by `method_options`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
