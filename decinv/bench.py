@@ -854,8 +854,14 @@ def dtype_suite(model="tiny", *, device="auto", batch: int = 2, size: int | None
 
 
 SUITES = {"overhead": overhead, "tradeoff": tradeoff, "video": video, "dtype": dtype_suite}
-from decinv.bench_video3d import video3d; SUITES["video3d"] = video3d; SUITE_NAMES += ("video3d",)  # noqa: E402,E702
-from decinv.bench_acceleration import acceleration; SUITES["acceleration"] = acceleration; SUITE_NAMES += ("acceleration",)  # noqa: E402,E702,E501
+# Suites in their own modules. They import helpers from decinv.bench, so under `python -m decinv.bench` (this file
+# is then __main__, not decinv.bench) they are registered by the real module, which the __main__ block runs.
+if __name__ != "__main__":
+    from decinv.bench_acceleration import acceleration  # noqa: E402
+    from decinv.bench_video3d import video3d  # noqa: E402
+
+    SUITES.update(video3d=video3d, acceleration=acceleration)
+    SUITE_NAMES += ("video3d", "acceleration")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -989,4 +995,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from decinv.bench import main as module_main  # the module with every suite registered
+
+    sys.exit(module_main())
