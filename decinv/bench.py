@@ -207,7 +207,7 @@ class _NullModel:
         self.downsample, self.latent_channels = like.downsample, like.latent_channels
         self.device, self.dtype = like.device, like.dtype
 
-    def encode(self, x, chunk_size=None, *, check=True):
+    def encode(self, x, chunk_size=None, *, check=True, finite=True):
         f, c = self.downsample, self.latent_channels
         return x[:, torch.arange(c) % x.shape[1], ::f, ::f].to(self.dtype)
 

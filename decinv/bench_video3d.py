@@ -14,9 +14,8 @@ iterations from E(x) on a random clip; per-iteration time = (t_K âˆ’ t_1) / (K â
 process CPU clock; peak memory from `decinv.measure` over the whole call (CPU: extra peak RSS, model weights excluded;
 CUDA: max_memory_allocated). Ratios, gradient-free / gradient-based, at every F side by side.
 
-`decinv.invert` flattens frames into the batch, which a temporal autoencoder cannot take, so this suite drives the
-solvers with one video per batch item through the same pieces `invert` uses (``Problem``, ``Tracker``, the method
-functions, `decinv.measure`).
+The suite drives the solvers with one video per batch item through the pieces `decinv.invert` uses (``Problem``,
+``Tracker``, the method functions, `decinv.measure`), which is what `invert` does for a temporal autoencoder.
 """
 
 from __future__ import annotations

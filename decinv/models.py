@@ -145,15 +145,18 @@ class LatentModel:
         if what == "images":
             check_frames(t.shape[1], self.temporal_compression, type(self.vae).__name__)
 
-    def encode(self, x: torch.Tensor, chunk_size: int | None = None, *, check: bool = True) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, chunk_size: int | None = None, *, check: bool = True,
+               finite: bool = True) -> torch.Tensor:
         """E(x) in the pipeline's latent convention. ``chunk_size`` images/frames (temporal: videos) per call.
-        Raises `NonFiniteLatentError` if a finite x gives a non-finite latent (16-bit overflow)."""
+        Raises `NonFiniteLatentError` if a finite x gives a non-finite latent (16-bit overflow), unless ``finite``
+        is False: the solvers' E(D(z)) inside an iteration passes False, so that an overflow mid-run is reported by
+        the run's status ("failed ...", with the last finite iterate) instead of discarding the run."""
         if check:
             check_images(x, self.downsample)
         self._check_video(x, "images")
         with torch.no_grad():
             z = self._batched(x, chunk_size, self._encode_items)
-        if not bool(torch.isfinite(z).all()) and bool(torch.isfinite(x).all()):
+        if finite and not bool(torch.isfinite(z).all()) and bool(torch.isfinite(x).all()):
             hint = (f"Its config sets force_upcast=True: diffusers pipelines run it in float32 "
                     f"(load_model(..., upcast=True) does the same), or load it with dtype=torch.float32."
                     if self.force_upcast else "Load it with dtype=torch.float32.")

@@ -50,7 +50,7 @@ class LinearCodec:
             az = z.reshape(len(z), -1) @ self.A.T.to(z.dtype)
             return (az + self.nonlinearity * torch.tanh(az)).reshape(len(z), 3, 4, 4)
 
-    def encode(self, x, chunk_size=None, *, check=True):
+    def encode(self, x, chunk_size=None, *, check=True, finite=True):
         return (x.reshape(len(x), -1) @ self.B.T.to(x.dtype)).reshape(len(x), 4, 2, 2)
 
     def problem(self, batch: int = 3, seed: int = 1):

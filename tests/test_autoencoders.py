@@ -232,9 +232,14 @@ def test_every_method_runs_on_every_video_class(name, method, tmp_path):
         assert len(tracker.trace()) == _steps(method) and not torch.equal(z, model.encode(x))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="decinv.invert flattens frames into the batch; a "
-                   "temporal autoencoder needs whole videos per item (solver-side change, see issue 11's note)")
-def test_invert_drives_a_temporal_autoencoder():
+@pytest.mark.parametrize("method", ["gradfree-adam", "anderson"])
+def test_invert_drives_a_temporal_autoencoder_one_video_per_item(method):
     model = decinv.load_model(tiny_wan(), device="cpu")
-    result = decinv.invert(video(), model, "gradfree-adam", 2, progress=False)
-    assert result.z.shape == (1, 2, 4, 4, 4)
+    x = video()
+    z_true = model.encode(x)
+    result = decinv.invert(x, model, method, 2, z_true=z_true, progress=False)
+    assert result.z.shape == z_true.shape == (1, 2, 4, 4, 4) and result.trace.nmse_db.shape == (2, 1)
+    z, _ = _solve_whole_videos(x, model, method, 2)  # the same as driving the solver by hand
+    assert torch.allclose(result.z, z, atol=1e-6)
+    with pytest.raises(ValueError, match="video autoencoder"):
+        decinv.invert(x[:, 0], model, method, 2, progress=False)

@@ -41,6 +41,8 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
     """Invert the decoder of ``model`` (a `decinv.LatentModel`) at images ``x`` in [-1, 1].
 
     ``x``: (B, 3, H, W), or video (B, F, 3, H, W) whose frames are inverted as a batch; the result keeps x's layout.
+    For a temporal autoencoder (``model.temporal``, e.g. Wan's) each video is one item: F = 4k + 1 frames give a
+    latent video (B, k + 1, C, h, w), and ``chunk_size`` counts whole videos.
     ``method``: "encoder" | "forward-step" | "inertial-km" | "gradfree-adam" | "gradient-adam" | "anderson" (beyond
     the paper: Anderson-accelerated forward step); ``steps``: iterations
     (default 100; the encoder takes none). Every method starts from E(x) and runs in the model's device and dtype.
@@ -63,14 +65,19 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
     check_images(x, model.downsample)
-    shape = x.shape[:-3]
-    x4 = x.reshape(-1, *x.shape[-3:]).to(model.device, model.dtype)
+    # A temporal (3-D causal) autoencoder maps a whole video to a latent video: one item is a video, not a frame.
+    item = 4 if getattr(model, "temporal", False) else 3
+    if item == 4 and x.dim() != 5:
+        raise ValueError(f"{type(model.vae).__name__} is a video autoencoder: pass videos (B, F, 3, H, W), got "
+                         f"shape {tuple(x.shape)}.")
+    shape = x.shape[:-item]
+    x4 = x.reshape(-1, *x.shape[-item:]).to(model.device, model.dtype)
     z_true4 = None
     if z_true is not None:
-        if z_true.shape[:-3] != shape:
-            raise ValueError(f"z_true has leading shape {tuple(z_true.shape[:-3])}, expected {tuple(shape)} "
-                             "(one latent per image/frame).")
-        z_true4 = z_true.reshape(-1, *z_true.shape[-3:]).to(model.device)
+        if z_true.shape[:-item] != shape:
+            raise ValueError(f"z_true has leading shape {tuple(z_true.shape[:-item])}, expected {tuple(shape)} "
+                             f"(one latent per {'video' if item == 4 else 'image/frame'}).")
+        z_true4 = z_true.reshape(-1, *z_true.shape[-item:]).to(model.device)
 
     with measure(model.device) as m:
         tracker = Tracker(steps, len(x4), method, model.device, residual_kind=RESIDUAL_KIND.get(method, "latent ||T(z)||"),
