@@ -41,7 +41,7 @@ from decinv.metrics import mean_ci, nmse_db
 
 __all__ = ["Trajectory", "sample_trajectory", "inversion_trajectory", "resampled_trajectory", "box_mask",
            "check_mask", "pixel_mask", "blended_edit", "background_errors", "calibrate", "matched_iterations",
-           "summarise", "compare", "Comparison", "paired_difference", "paired_verdict", "dilate",
+           "calibrate_together", "summarise", "compare", "Comparison", "paired_difference", "paired_verdict", "dilate",
            "show_fig4"]
 
 
@@ -241,14 +241,32 @@ def calibrate(run, lengths=(1, 3), repeats: int = 1) -> tuple[float, float]:
     ``run(lengths[0])`` is called once more first, untimed, to warm up; each length is then timed ``repeats``
     times and the fastest time kept (on a shared machine, load only ever adds time). Returns (fixed, per_iteration).
     """
-    a, b = lengths
-    if not 0 <= a < b or repeats < 1:
-        raise ValueError(f"need two lengths 0 <= a < b and repeats >= 1, got {lengths!r}, {repeats!r}")
-    run(a)
-    ta = min(run(a) for _ in range(repeats))
-    tb = min(run(b) for _ in range(repeats))
-    per = max((tb - ta) / (b - a), 1e-9)
-    return max(ta - per * a, 0.0), per
+    return calibrate_together({"run": (run, lengths, repeats)})["run"]
+
+
+def calibrate_together(runs: dict) -> dict[str, tuple[float, float]]:
+    """`calibrate` for several methods at once, interleaved: ``runs`` maps a name to (run, lengths, repeats).
+
+    All are warmed up first; then, round by round, each method still owed a repeat is timed at both of its lengths,
+    so that a burst of load on a shared machine hits every method rather than one. Returns name -> (fixed, per).
+    """
+    times = {}
+    for name, (run, (a, b), repeats) in runs.items():
+        if not 0 <= a < b or repeats < 1:
+            raise ValueError(f"{name}: need two lengths 0 <= a < b and repeats >= 1, got {(a, b)!r}, {repeats!r}")
+        run(a)
+        times[name] = ([], [])
+    for round_ in range(max(r for _, _, r in runs.values())):
+        for name, (run, (a, b), repeats) in runs.items():
+            if round_ < repeats:
+                times[name][0].append(run(a))
+                times[name][1].append(run(b))
+    out = {}
+    for name, (run, (a, b), _) in runs.items():
+        ta, tb = min(times[name][0]), min(times[name][1])
+        per = max((tb - ta) / (b - a), 1e-9)
+        out[name] = (max(ta - per * a, 0.0), per)
+    return out
 
 
 def matched_iterations(budget_s: float, fixed_s: float, per_iteration_s: float, minimum: int = 1) -> int:
@@ -372,7 +390,7 @@ def compare(x: torch.Tensor, oracle: Trajectory, model, pipeline, mask: torch.Te
     ``x`` (B, 3, H, W): the 8-bit images; ``oracle``: their true trajectories (`sample_trajectory`), whose z_0 is
     the true z*. ``budgets``: gradient-free 32-bit iterations (paper: 50 and 100). Time budgets are matched the
     way the paper did, by adjusting iteration counts "to match the execution time": every iterative method is
-    first timed on these images (`calibrate`: fixed + per-iteration seconds; ``calibration`` = (lengths, repeats)
+    first timed on these images, interleaved (`calibrate_together`: fixed + per-iteration seconds; ``calibration`` = (lengths, repeats)
     for the 32-bit methods, ``calibration_16bit`` for 16-bit, which is slow on a CPU), the budget is gradient-free
     32-bit's predicted time at n iterations, and the gradient-based and 16-bit gradient-free iteration counts are
     the ones predicted to take as long (`matched_iterations`). Each row then records its own measured time. ``half_dtype``: the 16-bit type (None skips the 16-bit rows), run on a 16-bit copy of the
@@ -435,9 +453,9 @@ def compare(x: torch.Tensor, oracle: Trajectory, model, pipeline, mask: torch.Te
     runs = [("gradfree-adam", torch.float32, 32), ("gradient-adam", torch.float32, 32)]
     if half_dtype is not None:
         runs.append(("gradfree-adam", half_dtype, 16))
-    fits = {(meth, bits): calibrate(lambda k, meth=meth, dt=dt: run(meth, k, dt).seconds,
-                                    *(calibration_16bit if bits == 16 else calibration))
-            for meth, dt, bits in runs}
+    fits = calibrate_together({(meth, bits): (lambda k, meth=meth, dt=dt: run(meth, k, dt).seconds,
+                                              *(calibration_16bit if bits == 16 else calibration))
+                               for meth, dt, bits in runs})
     fixed32, per32 = fits[("gradfree-adam", 32)]
     for n in budgets:
         budget = fixed32 + n * per32

@@ -125,10 +125,15 @@ def test_calibrate_and_matched_iterations_recover_a_linear_cost():
 
     fixed, per = ed.calibrate(run, (2, 7))
     assert calls == [2, 2, 7] and fixed == pytest.approx(0.5) and per == pytest.approx(0.2)
-    noisy = iter([9.0, 3.0, 0.9, 2.0, 1.5])  # warm-up, then the fastest of two repeats per length counts
+    noisy = iter([9.0, 3.0, 2.0, 0.9, 1.5])  # warm-up, then (a, b) twice; the fastest time per length counts
 
     fixed2, per2 = ed.calibrate(lambda k: next(noisy), (2, 7), repeats=2)
     assert per2 == pytest.approx(0.12) and fixed2 == pytest.approx(0.66)
+    order = []
+    fits = ed.calibrate_together({"a": (lambda k: order.append(("a", k)) or 1.0 + k, (1, 3), 2),
+                                  "b": (lambda k: order.append(("b", k)) or 2.0 * k, (2, 4), 1)})
+    assert order == [("a", 1), ("b", 2), ("a", 1), ("a", 3), ("b", 2), ("b", 4), ("a", 1), ("a", 3)]  # interleaved
+    assert fits["a"] == pytest.approx((1.0, 1.0)) and fits["b"] == pytest.approx((0.0, 2.0))
     assert ed.matched_iterations(10.5, fixed, per) == 50
     assert ed.matched_iterations(0.6, fixed, per) == 1  # at least one iteration, even over budget
     with pytest.raises(ValueError):
