@@ -854,14 +854,23 @@ def dtype_suite(model="tiny", *, device="auto", batch: int = 2, size: int | None
 
 
 SUITES = {"overhead": overhead, "tradeoff": tradeoff, "video": video, "dtype": dtype_suite}
-# Suites in their own modules. They import helpers from decinv.bench, so under `python -m decinv.bench` (this file
-# is then __main__, not decinv.bench) they are registered by the real module, which the __main__ block runs.
-if __name__ != "__main__":
-    from decinv.bench_acceleration import acceleration  # noqa: E402
-    from decinv.bench_video3d import video3d  # noqa: E402
+# Suites in their own modules, imported when run (they import helpers from this module).
+def video3d(model="tiny", **kwargs) -> dict:
+    """See `decinv.bench_video3d.video3d`."""
+    from decinv.bench_video3d import video3d as suite
 
-    SUITES.update(video3d=video3d, acceleration=acceleration)
-    SUITE_NAMES += ("video3d", "acceleration")
+    return suite(model, **kwargs)
+
+
+def acceleration(model="tiny", **kwargs) -> dict:
+    """See `decinv.bench_acceleration.acceleration`."""
+    from decinv.bench_acceleration import acceleration as suite
+
+    return suite(model, **kwargs)
+
+
+SUITES.update(video3d=video3d, acceleration=acceleration)
+SUITE_NAMES += ("video3d", "acceleration")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -995,6 +1004,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from decinv.bench import main as module_main  # the module with every suite registered
-
-    sys.exit(module_main())
+    sys.exit(main())

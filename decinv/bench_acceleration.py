@@ -186,4 +186,25 @@ def format_acceleration(out: dict, dtype: str = "float32") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["acceleration", "calls_to", "methods", "summarize_acceleration", "format_acceleration"]
+def acceleration_frame(out: dict, dtype: str = "float32"):
+    """One pass of an `acceleration` result as a pandas DataFrame, one row per method: E+D calls to each target
+    (NaN: not reached in the run), Adam's calls / the method's calls, best NMSE and where, peak memory."""
+    import pandas as pd
+
+    p = out[dtype]
+    rows = []
+    for label, r in p["table"].items():
+        rows.append({"method": label,
+                     "calls to Adam's final NMSE": r["calls_to_adam_final"],
+                     "calls to Adam's best NMSE": r["calls_to_adam_best"],
+                     "calls to ||T||/10": r["calls_to_residual_tenth"],
+                     "Adam/method (||T||/10)": r["call_ratio_residual_tenth"],
+                     "best NMSE (dB)": r["best_nmse_db"], "at call": r["best_at_call"],
+                     f"NMSE after {len(out[dtype]['runs'][label]['nmse_db'])} (dB)":
+                         out[dtype]["runs"][label]["nmse_db"][-1],
+                     "peak memory (MiB)": r["peak_mib"], "rejected candidates": r["rejected_steps_total"]})
+    return pd.DataFrame(rows).set_index("method").astype(float, errors="ignore")
+
+
+__all__ = ["acceleration", "acceleration_frame", "calls_to", "methods", "summarize_acceleration",
+           "format_acceleration"]
