@@ -1,10 +1,12 @@
 """Experiment inputs shared by the notebooks: model profiles and ground-truth (x, z*) instances.
 
 The paper's protocol (Sec. 4): generate a latent z* with the LDM, decode it, quantise the image to 8 bits,
-then invert and compare with z*. The bundled tiny model does exactly that (DDIM sampling with its own UNet).
-For the hub profiles the full text-to-image pipelines are out of scope offline, so z* = E(x_real) for real
-pictures (an "on-manifold" latent the decoder has seen) and x = 8-bit D(z*): the same inverse problem,
-a different distribution of z*; the notebooks say so where it matters.
+then invert and compare with z*. The bundled tiny models do exactly that (DDIM sampling with their own UNet).
+The text-to-image profiles ``"sd21"`` and ``"sd15"`` (InstaFlow) do it with the real pipelines and the paper's
+prompts, seeds, samplers and guidance (`decinv.pipelines`); their weights come from the local hub cache (or a
+``save_pretrained`` folder passed as ``source``), and a missing model is an error, never a substitute.
+``real_instances`` (z* = E(x_real) of real pictures, "on-manifold" latents) is kept for autoencoder-only studies
+and the video profile, which has no generator yet.
 """
 
 from __future__ import annotations
@@ -19,31 +21,39 @@ from decinv.models import BUNDLED, LatentModel, load_model, load_pipeline
 
 @dataclass(frozen=True)
 class Profile:
-    """A model and its native image size; ``frames`` > 0 marks a video model (decoded frame-wise)."""
+    """A model and its native image size; ``frames`` > 0 marks a video model (decoded frame-wise).
+
+    ``protocol``: the `decinv.pipelines.PROTOCOLS` entry that generates this profile's instances with the real
+    text-to-image pipeline (None: the bundled tiny LDM's sampler, or on-manifold latents)."""
 
     model: str
     height: int
     width: int
     frames: int = 0
+    protocol: str | None = None
 
 
 PROFILES = {
     "tiny": Profile("tiny", 64, 64),  # bundled miniature v1 (x4), the default
     "tiny-v1": Profile("tiny-v1", 64, 64),  # the same, by its version name
     "tiny-v2": Profile("tiny-v2", 128, 128),  # bundled miniature v2 (x8 and 4 channels, like SD)
-    "sd21": Profile("sd21", 512, 512),
-    "sd15": Profile("sd15", 512, 512),  # InstaFlow-0.9B
+    "sd21": Profile("sd21", 512, 512, protocol="sd21"),  # SD 2.1 base, DDIM-50, CFG 3.0
+    "sd15": Profile("sd15", 512, 512, protocol="instaflow"),  # InstaFlow-0.9B (SD 1.5's VAE), one step, CFG 1.0
     "sd14-video": Profile("sd14", 320, 512, frames=16),  # LaVie base: 16 frames of 320x512
 }
 
 
 @dataclass
 class Instances:
-    """Inverse problems with known answers: images ``x`` (N, 3, H, W) = 8-bit D(z*), and ``z_true`` = z*."""
+    """Inverse problems with known answers: images ``x`` (N, 3, H, W) = 8-bit D(z*), and ``z_true`` = z*.
+
+    ``prompts``/``seeds``: what generated image i, for the text-to-image profiles (None otherwise)."""
 
     x: torch.Tensor
     z_true: torch.Tensor
     how: str
+    prompts: list | None = None
+    seeds: list | None = None
 
 
 def get_profile(name: str) -> Profile:
@@ -52,9 +62,21 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def load_profile(name: str, device="auto", dtype=None):
-    """(LatentModel, pipeline or None, Profile): the bundled (tiny) profiles also return their UNet + scheduler."""
+def load_profile(name: str, device="auto", dtype=None, *, source=None):
+    """(LatentModel, pipeline or None, Profile).
+
+    Bundled (tiny) profiles return their UNet + scheduler; ``"sd21"``/``"sd15"`` a `decinv.pipelines.TextToImage`
+    (the whole text-to-image pipeline, whose VAE is the returned LatentModel) loaded from the hub cache, or from
+    ``source`` (a ``save_pretrained`` folder or another repo id); the video profile its VAE only."""
     profile = get_profile(name)
+    if profile.protocol is not None:
+        from decinv.pipelines import load_text_to_image
+
+        pipeline = load_text_to_image(profile.protocol, source, device=device, dtype=dtype)
+        return pipeline.vae, pipeline, profile
+    if source is not None:
+        raise ValueError(f"profile {name!r} takes no source; only the text-to-image profiles "
+                         f"({', '.join(k for k, p in PROFILES.items() if p.protocol)}) load from one.")
     if profile.model in BUNDLED:
         pipeline = load_pipeline(profile.model, device=device, dtype=dtype)
         return pipeline.vae, pipeline, profile
@@ -100,9 +122,26 @@ def real_instances(model: LatentModel, n: int, height: int, width: int, seed: in
     return Instances(x=x.to(model.dtype), z_true=z, how=f"on-manifold latents E(x) of real {height}x{width} crops")
 
 
-def make_instances(name: str, model: LatentModel, pipeline, n: int, seed: int = 0) -> Instances:
-    """The chapter's test set for profile ``name``: generated for "tiny", on-manifold for the hub models."""
+def make_instances(name: str, model: LatentModel, pipeline, n: int, seed: int = 0, *, prompts=None) -> Instances:
+    """The chapter's test set for profile ``name``, generated by its LDM as in the paper.
+
+    Tiny profiles: DDIM samples of the bundled LDM. ``"sd21"``/``"sd15"``: the paper's protocol on the real
+    pipeline (`decinv.pipelines.TextToImage.instances`: image i from prompt i and seed ``seed + i``); ``prompts``
+    is the paper's prompt set by default (needs ``datasets`` and its cache), or a prompts file / list of strings
+    (`decinv.pipelines.load_prompts`). The video profile: on-manifold latents of real pictures."""
     profile = get_profile(name)
+    if profile.protocol is not None:
+        from decinv.pipelines import TextToImage
+
+        if not isinstance(pipeline, TextToImage):
+            raise ValueError(f"profile {name!r} generates its instances with its text-to-image pipeline: pass the "
+                             f"pipeline load_profile({name!r}) returns, not {type(pipeline).__name__}.")
+        if pipeline.vae is not model:
+            raise ValueError("model must be the pipeline's own VAE (pipeline.vae), as load_profile returns it.")
+        return pipeline.instances(n, seed, prompts)
+    if prompts is not None:
+        raise ValueError(f"profile {name!r} has no text conditioning; prompts apply to "
+                         f"{', '.join(k for k, p in PROFILES.items() if p.protocol)}.")
     if pipeline is not None:
         return generated_instances(model, pipeline, n, seed)
     return real_instances(model, n, profile.height, profile.width, seed)

@@ -38,3 +38,15 @@ def test_camera_pan_frames_shift():
     model = decinv.load_model(small_vae(), device="cpu")
     clip = camera_pan(model, frames=3, height=16, width=16, step=4)
     assert clip.x.shape == (1, 3, 3, 16, 16) and clip.z_true.shape == (1, 3, 4, 4, 4)
+
+
+def test_text_to_image_profiles_run_the_papers_protocol_or_fail():
+    assert (PROFILES["sd21"].protocol, PROFILES["sd15"].protocol) == ("sd21", "instaflow")
+    assert PROFILES["tiny"].protocol is None
+    pytest.importorskip("transformers")
+    from decinv.models import ModelNotAvailableError
+
+    with pytest.raises(ModelNotAvailableError, match="hf download XCLiu/instaflow_0_9B_from_sd_1_5"):
+        load_profile("sd15", "cpu", source="decinv-tests/no-such-pipeline")  # an error, not on-manifold crops
+    with pytest.raises(ValueError, match="takes no source"):
+        load_profile("tiny", "cpu", source="anything")

@@ -1,0 +1,248 @@
+"""The paper's generation protocols (decinv.pipelines) end to end on tiny *random* text-to-image pipelines.
+
+The pipelines are built from the real models' classes (UNet2DConditionModel, CLIPTextModel, CLIPTokenizer over a
+small vocabulary written here, AutoencoderKL, the paper's scheduler), saved with save_pretrained, and loaded back
+through `decinv.experiments.load_profile(..., source=folder)`: the same code path as the hub models, offline.
+Geometry: 16x16 images, 4x8x8 latents (a x2 VAE), CLIP width 32.
+"""
+
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="the text-to-image pipelines need transformers (pip install -e .[test])")
+
+import decinv  # noqa: E402
+from decinv.experiments import make_instances, load_profile  # noqa: E402
+from decinv.models import ModelNotAvailableError  # noqa: E402
+from decinv.pipelines import (PROTOCOLS, PromptsNotAvailableError, TextToImage, load_prompts,  # noqa: E402
+                              load_text_to_image, paper_scheduler, pil_to_tensor)
+
+PROFILE = {"sd21": "sd21", "instaflow": "sd15"}  # protocol -> the experiments profile that uses it
+PROMPTS = ["a red cat", "a blue dog on a hill", "moon"]
+
+
+def write_clip_tokenizer(folder):
+    """A CLIP BPE vocabulary of single letters (with and without the end-of-word mark) and no merges."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for c in "abcdefghijklmnopqrstuvwxyz":
+            vocab[c + suffix] = len(vocab)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return len(vocab)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A random SD-architecture pipeline saved as StableDiffusionPipeline.save_pretrained writes it."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    root = tmp_path_factory.mktemp("tiny_t2i")
+    n_vocab = write_clip_tokenizer(root / "vocab")
+    tokenizer = CLIPTokenizer(str(root / "vocab" / "vocab.json"), str(root / "vocab" / "merges.txt"),
+                              model_max_length=77)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=n_vocab, hidden_size=32, intermediate_size=37,
+                                                num_hidden_layers=2, num_attention_heads=4,
+                                                max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                                                pad_token_id=1, projection_dim=32))
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=4, norm_num_groups=8)
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                        sample_size=16)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=paper_scheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(root / "pipe")
+    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n\n")
+    return root
+
+
+def load(folder, protocol):
+    model, pipeline, profile = load_profile(PROFILE[protocol], "cpu", source=folder / "pipe")
+    assert isinstance(pipeline, TextToImage) and pipeline.protocol == PROTOCOLS[protocol]
+    return model, pipeline
+
+
+def text_embedding(pipeline, prompt):
+    pipe = pipeline.pipe
+    ids = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    return pipe.text_encoder(ids)[0]
+
+
+class UNetCalls:
+    """Records every UNet forward: (latent batch, timestep, encoder_hidden_states)."""
+
+    def __init__(self, unet):
+        self.calls = []
+        self.handle = unet.register_forward_pre_hook(self.hook, with_kwargs=True)
+
+    def hook(self, module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        self.calls.append((sample.shape[0], torch.as_tensor(t).flatten().clone(),
+                           kwargs["encoder_hidden_states"].clone()))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("protocol", ["sd21", "instaflow"])
+def test_instances_shapes_prompts_seeds_and_8bit_image(tiny_folder, protocol):
+    model, pipeline = load(tiny_folder, protocol)
+    inst = make_instances(PROFILE[protocol], model, pipeline, 2, seed=5, prompts=tiny_folder / "prompts.txt")
+    assert inst.x.shape == (2, 3, 16, 16) and inst.z_true.shape == (2, 4, 8, 8)
+    assert inst.prompts == PROMPTS[:2] and inst.seeds == [5, 6]
+    assert inst.x.dtype == inst.z_true.dtype == model.dtype
+    levels = (inst.x + 1) * 127.5
+    assert (levels - levels.round()).abs().max() < 1e-4 and inst.x.min() >= -1 and inst.x.max() <= 1  # 8 bits
+    for i, image in enumerate(pipeline.last_images):
+        png = io.BytesIO()
+        image.save(png, format="PNG")  # what the pipeline would save, reloaded
+        png.seek(0)
+        from PIL import Image
+
+        assert torch.equal(pil_to_tensor(Image.open(png)), inst.x[i])
+    # z* is in decinv's latent convention: decinv's D(z*), post-processed as the pipeline does, is x exactly.
+    decoded = model.decode(inst.z_true)
+    again = pipeline.pipe.image_processor.postprocess(decoded, output_type="pil")
+    assert torch.equal(torch.stack([pil_to_tensor(im) for im in again]), inst.x)
+    # ... and the inversions run on that model as on any other.
+    result = decinv.invert(inst.x, model, "encoder", z_true=inst.z_true, progress=False)
+    assert result.z.shape == inst.z_true.shape
+
+
+def test_sd21_x_is_the_pipelines_own_output(tiny_folder):
+    """An independent plain StableDiffusionPipeline call (numpy output, no callback) gives the same 8-bit image."""
+    model, pipeline = load(tiny_folder, "sd21")
+    x, z, _ = pipeline.generate(PROMPTS[1], seed=7)
+    out = pipeline.pipe(PROMPTS[1], num_inference_steps=50, guidance_scale=3.0, output_type="np",
+                        generator=torch.Generator().manual_seed(7)).images[0]
+    own = torch.from_numpy(np.round(out * 255).astype(np.uint8)).permute(2, 0, 1).float() / 255 * 2 - 1
+    assert torch.equal(own, x[0])
+    latent = pipeline.pipe(PROMPTS[1], num_inference_steps=50, guidance_scale=3.0, output_type="latent",
+                           generator=torch.Generator().manual_seed(7)).images
+    assert torch.equal(latent, z)
+
+
+@pytest.mark.parametrize("protocol", ["sd21", "instaflow"])
+def test_seeds_reproduce_bit_for_bit_across_loads(tiny_folder, protocol):
+    first = load(tiny_folder, protocol)[1].generate(PROMPTS[0], seed=3)
+    second = load(tiny_folder, protocol)[1].generate(PROMPTS[0], seed=3)
+    other = load(tiny_folder, protocol)[1].generate(PROMPTS[0], seed=4)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[1], other[1])
+
+
+def test_sd21_prompt_and_guidance_reach_the_unet(tiny_folder):
+    _, pipeline = load(tiny_folder, "sd21")
+    with UNetCalls(pipeline.pipe.unet) as rec:
+        pipeline.generate(PROMPTS[1], seed=0)
+    assert len(rec.calls) == 50  # the paper's 50 steps, one UNet call each (first order)
+    cond, uncond = text_embedding(pipeline, PROMPTS[1]), text_embedding(pipeline, "")
+    for batch, _, states in rec.calls:  # CFG doubles the batch: [unconditional, prompt]
+        assert batch == 2 and torch.allclose(states[0], uncond[0]) and torch.allclose(states[1], cond[0])
+    assert not torch.allclose(cond, uncond)
+    # The guidance scale enters the update: one step by hand, eps = eps_u + 3 (eps_c - eps_u), then DDIM.
+    one = pipeline.with_protocol(steps=1)
+    _, z, _ = one.generate(PROMPTS[1], seed=0)
+
+    def one_step(eps):  # a fresh scheduler each time: DPM-Solver keeps a step index
+        sched = paper_scheduler()
+        sched.set_timesteps(1)
+        return sched.step(eps, sched.timesteps[0], z_T).prev_sample
+
+    t = one.pipe.scheduler.timesteps[0]
+    z_T = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    eps_u, eps_c = pipeline.pipe.unet(torch.cat([z_T, z_T]), t, encoder_hidden_states=torch.cat([uncond, cond])
+                                      ).sample.chunk(2)
+    assert torch.allclose(z, one_step(eps_u + 3.0 * (eps_c - eps_u)), atol=1e-5)
+    plain = one_step(eps_c)
+    assert not torch.allclose(z, plain, atol=1e-3)
+
+
+def test_sd21_scheduler_is_the_papers():
+    config = paper_scheduler().config
+    assert (config.solver_order, config.beta_schedule, config.beta_start, config.beta_end) == \
+        (1, "scaled_linear", 0.00085, 0.012)
+    assert (config.num_train_timesteps, config.prediction_type, config.steps_offset) == (1000, "epsilon", 1)
+    assert (PROTOCOLS["sd21"].steps, PROTOCOLS["sd21"].guidance_scale) == (50, 3.0)
+    assert (PROTOCOLS["instaflow"].steps, PROTOCOLS["instaflow"].guidance_scale) == (1, 1.0)
+
+
+def test_instaflow_is_one_euler_step_of_the_text_conditioned_velocity(tiny_folder):
+    _, pipeline = load(tiny_folder, "instaflow")
+    with UNetCalls(pipeline.pipe.unet) as rec:
+        _, z, _ = pipeline.generate(PROMPTS[2], seed=1)
+    cond, uncond = text_embedding(pipeline, PROMPTS[2]), text_embedding(pipeline, "")
+    assert len(rec.calls) == 1
+    batch, t, states = rec.calls[0]
+    assert batch == 1 and torch.equal(t, torch.tensor([1000.0])) and torch.allclose(states, cond)  # CFG 1.0
+    unet = pipeline.pipe.unet
+    z_T = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(1))
+    v_c = unet(z_T, torch.tensor([1000.0]), encoder_hidden_states=cond).sample
+    assert torch.allclose(z, z_T + v_c, atol=1e-5)  # z* = z_T + dt v with dt = 1
+    # Another prompt gives another latent (the prompt reaches the velocity field) ...
+    assert not torch.allclose(pipeline.generate(PROMPTS[0], seed=1)[1], z, atol=1e-4)
+    # ... and a guidance scale above 1 mixes the branches as v_u + w (v_c - v_u).
+    v_u = unet(z_T, torch.tensor([1000.0]), encoder_hidden_states=uncond).sample
+    guided = pipeline.with_protocol(guidance_scale=2.0).generate(PROMPTS[2], seed=1)[1]
+    assert torch.allclose(guided, z_T + v_u + 2.0 * (v_c - v_u), atol=1e-5)
+    # Two Euler steps: t = 1000 then 500, dt = 1/2 each.
+    with UNetCalls(unet) as rec:
+        pipeline.with_protocol(steps=2).generate(PROMPTS[2], seed=1)
+    assert [float(c[1][0]) for c in rec.calls] == [1000.0, 500.0]
+
+
+def test_prompts_file_list_environment_and_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("DECINV_PROMPTS", raising=False)
+    path = tmp_path / "p.txt"
+    path.write_text("one\n\n two \nthree\n")
+    assert load_prompts(2, path) == ["one", "two"] and load_prompts(3, ["a", "b", "c"]) == ["a", "b", "c"]
+    with pytest.raises(PromptsNotAvailableError, match="holds only 3"):
+        load_prompts(4, path)
+    with pytest.raises(PromptsNotAvailableError, match="does not exist"):
+        load_prompts(1, tmp_path / "missing.txt")
+    monkeypatch.setenv("DECINV_PROMPTS", str(path))
+    assert load_prompts(1) == ["one"]
+    monkeypatch.delenv("DECINV_PROMPTS")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if `datasets` were not installed
+    with pytest.raises(PromptsNotAvailableError) as error:
+        load_prompts(2)
+    message = str(error.value)
+    assert "Gustavosta/Stable-Diffusion-Prompts" in message and "pip install datasets" in message
+    assert "prompts=PATH" in message and "DECINV_PROMPTS" in message
+
+
+def test_missing_model_names_the_repo_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError, match=r"hf download stabilityai/stable-diffusion-2-1-base"):
+        load_text_to_image("sd21", "decinv-tests/no-such-pipeline", device="cpu")
+    with pytest.raises(ModelNotAvailableError, match="unet/, vae/, text_encoder/ and tokenizer/"):
+        load_text_to_image("instaflow", tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="unknown protocol"):
+        load_text_to_image("sdxl", tmp_path)
+
+
+def test_make_instances_refuses_a_substitute(tiny_folder):
+    model, pipeline = load(tiny_folder, "sd21")
+    with pytest.raises(ValueError, match="text-to-image pipeline"):
+        make_instances("sd21", model, None, 1, prompts=PROMPTS)
+    with pytest.raises(ValueError, match="pipeline's own VAE"):
+        make_instances("sd21", decinv.load_model(pipeline.pipe.vae, device="cpu"), pipeline, 1, prompts=PROMPTS)
+    with pytest.raises(ValueError, match="no text conditioning"):
+        make_instances("tiny", *load_profile("tiny", "cpu")[:2], 1, prompts=PROMPTS)
