@@ -2,18 +2,22 @@
 
 The inverse problem of every experiment is: a latent z* is *generated* by the LDM from seeded noise and a text prompt,
 decoded, saved as an 8-bit image x, and then x is inverted and compared with z*. This module reproduces that
-protocol with diffusers' own classes, for the paper's two text-to-image models:
+protocol with diffusers' own classes, for the paper's two text-to-image models and a video stand-in:
 
-=============  ============================================  =================================================
-protocol       sampler                                        hub repo (weights read from the local cache)
-=============  ============================================  =================================================
-``"sd21"``     ``StableDiffusionPipeline`` with                ``stabilityai/stable-diffusion-2-1-base`` (512²)
-               ``DPMSolverMultistepScheduler(solver_order=1)``
-               (= DDIM), 50 steps, CFG 3.0
-``"instaflow"``one Euler step of a rectified flow whose         ``XCLiu/instaflow_0_9B_from_sd_1_5`` (512²)
-               velocity field is an SD 1.5 ``UNet2DCondition-
-               Model``, CFG 1.0 (no unconditional branch)
-=============  ============================================  =================================================
+* ``"sd21"``: ``StableDiffusionPipeline`` on ``stabilityai/stable-diffusion-2-1-base`` (512²) with
+  ``DPMSolverMultistepScheduler(solver_order=1)`` (= DDIM), 50 steps, CFG 3.0.
+* ``"instaflow"``: one Euler step of a rectified flow whose velocity field is the SD 1.5-architecture
+  ``UNet2DConditionModel`` of ``XCLiu/instaflow_0_9B_from_sd_1_5`` (512²), CFG 1.0 (no unconditional branch).
+* ``"animatediff"``: a stand-in for LaVie (which diffusers does not have): ``AnimateDiffPipeline`` on
+  ``CompVis/stable-diffusion-v1-4`` with the motion adapter ``guoyww/animatediff-motion-adapter-v1-5-2``, the same
+  scheduler, 50 steps, CFG 7.5, 16 frames of 320×512 (LaVie base's size), every frame decoded by SD's 2-D VAE.
+
+The video stand-in shares what matters for decoder inversion with LaVie's base model: an SD 1.4 autoencoder that
+decodes every frame independently, 16 frames of 320×512, CFG 7.5 (the paper's LaVie setting). It differs in the
+denoiser (AnimateDiff's motion modules on a frozen SD UNet vs LaVie's own fine-tuned spatio-temporal UNet), in the
+prompts (the paper's LaVie prompts were written by ChatGPT and are not published; the same prompt sources as the
+images are used here) and in the sampler (LaVie's is not stated in the paper; DDIM-50 here), so its latents come
+from a different distribution than the paper's LaVie latents.
 
 For image i (i = 0..N-1) with generation seed s (0 in the paper): prompt = the i-th prompt, noise z_T drawn by
 ``torch.Generator("cpu").manual_seed(s + i)`` (the diffusers convention: the same numbers on every device), then
@@ -31,7 +35,8 @@ has the same distribution as ours but not the same numbers; everything else abov
 Nothing is downloaded unless the hub is allowed: with ``HF_HUB_OFFLINE=1`` (the default of decinv's Makefile) a
 missing model raises `decinv.models.ModelNotAvailableError` naming the repo and ``hf download``. A local folder
 written by ``StableDiffusionPipeline.save_pretrained`` (subfolders ``unet``, ``vae``, ``text_encoder``,
-``tokenizer``) is accepted in place of a repo id; the tests use that with tiny random pipelines.
+``tokenizer``; for video also ``motion_adapter``) is accepted in place of a repo id; the tests use that with
+tiny random pipelines.
 
 Prompts: the paper's set is ``Gustavosta/Stable-Diffusion-Prompts``, test split, column ``Prompt``, indices 0..N-1
 (`load_prompts`). It needs the ``datasets`` package and its cache; otherwise pass a text file (one prompt per line)
@@ -63,7 +68,8 @@ class Protocol:
     """How one text-to-image model generates the paper's instances.
 
     ``kind``: ``"diffusion"`` (a diffusers ``StableDiffusionPipeline`` call with the paper's scheduler) or
-    ``"rectified-flow"`` (Euler steps of a velocity field, InstaFlow). ``steps``: sampler steps; ``guidance_scale``:
+    ``"rectified-flow"`` (Euler steps of a velocity field, InstaFlow) or ``"video-diffusion"`` (an
+    ``AnimateDiffPipeline`` call, `TextToVideo`). ``steps``: sampler steps; ``guidance_scale``:
     classifier-free guidance w in eps = eps_u + w (eps_c − eps_u) (w ≤ 1: the conditional branch only, as diffusers
     does). ``repo``: the hub id whose ``unet``/``vae``/``text_encoder``/``tokenizer`` subfolders are loaded.
     """
@@ -74,6 +80,10 @@ class Protocol:
     steps: int
     guidance_scale: float
     note: str = ""
+    adapter: str | None = None  # video: the motion adapter's repo (or a folder's ``motion_adapter`` subfolder)
+    frames: int = 0  # video: frames per clip; 0 for images
+    height: int | None = None  # None: the UNet's sample_size x the VAE's downsampling (512 for SD)
+    width: int | None = None
 
 
 PROTOCOLS = {
@@ -81,6 +91,10 @@ PROTOCOLS = {
                      note="DPMSolverMultistepScheduler(solver_order=1), 50 steps, CFG 3.0 (main_fsm.py defaults)"),
     "instaflow": Protocol("instaflow", "rectified-flow", "XCLiu/instaflow_0_9B_from_sd_1_5", steps=1,
                           guidance_scale=1.0, note="one Euler step of the rectified flow from t = 1000, CFG 1.0"),
+    "animatediff": Protocol("animatediff", "video-diffusion", "CompVis/stable-diffusion-v1-4", steps=50,
+                            guidance_scale=7.5, adapter="guoyww/animatediff-motion-adapter-v1-5-2", frames=16,
+                            height=320, width=512,
+                            note="AnimateDiff on SD 1.4 (LaVie stand-in), DDIM-50, CFG 7.5, 16 frames"),
 }
 
 
@@ -107,8 +121,8 @@ def load_prompts(n: int, prompts=None) -> list[str]:
 
     ``prompts``: None → the file named by ``$DECINV_PROMPTS`` if set, else ``Gustavosta/Stable-Diffusion-Prompts``
     (test split, column ``Prompt``, rows 0..n-1) through ``datasets`` from its local cache (downloaded only when
-    ``HF_HUB_OFFLINE`` is unset); a path → a UTF-8 text file, one prompt per non-empty line; a list/tuple of strings →
-    used as given. Fewer than ``n`` prompts is an error, never a silent repetition.
+    ``HF_HUB_OFFLINE`` is unset); a path → a UTF-8 text file, one prompt per non-empty line; a list/tuple of
+    strings → used as given. Fewer than ``n`` prompts is an error, never a silent repetition.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}.")
@@ -196,6 +210,20 @@ def load_text_to_image(protocol: str | Protocol = "sd21", source: str | os.PathL
             f"connected machine (`hf download {protocol.repo}`), or run with HF_HUB_OFFLINE=0 to allow the "
             f"download, or pass a local save_pretrained folder as source. Details: {str(error).splitlines()[0]}"
         ) from None
+    if protocol.kind == "video-diffusion":
+        from diffusers import AnimateDiffPipeline, MotionAdapter
+
+        adapter_source = str(Path(source) / "motion_adapter") if local else protocol.adapter
+        try:
+            adapter = MotionAdapter.from_pretrained(adapter_source, local_files_only=local or _offline())
+        except (OSError, ValueError) as error:
+            raise ModelNotAvailableError(
+                f"Cannot load the motion adapter {adapter_source!r} of the {protocol.name} pipeline. Fix: "
+                f"`hf download {protocol.adapter}` on a connected machine, or put a MotionAdapter.save_pretrained "
+                f"folder at <source>/motion_adapter. Details: {str(error).splitlines()[0]}") from None
+        pipe = AnimateDiffPipeline(**parts, motion_adapter=adapter, scheduler=paper_scheduler())
+        pipe.set_progress_bar_config(disable=True)
+        return TextToVideo.from_pipeline(pipe, protocol, device=device, dtype=dtype, source=source)
     pipe = StableDiffusionPipeline(**parts, scheduler=paper_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -213,7 +241,8 @@ def pil_to_tensor(image) -> torch.Tensor:
 
 @dataclass
 class TextToImage:
-    """A text-to-image LDM (a diffusers ``StableDiffusionPipeline``) plus the paper's protocol for it.
+    """A text-to-image LDM (a diffusers ``StableDiffusionPipeline``) plus the paper's protocol for it
+    (`TextToVideo` is the same for AnimateDiff's clips).
 
     ``vae`` is a `decinv.models.LatentModel` around the pipeline's own autoencoder module (no copy): the model the
     inversions run on. ``generate(prompt, seed)`` returns ``(x, z)``: x (1, 3, H, W) the reloaded 8-bit image in
@@ -246,7 +275,7 @@ class TextToImage:
     def size(self) -> tuple[int, int]:
         """(H, W) of the generated images: the UNet's sample size times the VAE's downsampling (512 for SD)."""
         side = int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
-        return side, side
+        return self.protocol.height or side, self.protocol.width or side
 
     @torch.no_grad()
     def generate(self, prompt: str, seed: int):
@@ -326,3 +355,34 @@ class TextToImage:
                f"z* = the latent it decoded")
         return Instances(x=torch.cat(xs).to(self.vae.device, self.vae.dtype), z_true=torch.cat(zs).to(self.vae.dtype),
                          how=how, prompts=texts, seeds=seeds)
+
+
+class TextToVideo(TextToImage):
+    """A text-to-video LDM with a frame-wise 2-D autoencoder (diffusers ``AnimateDiffPipeline``) and its protocol.
+
+    ``generate(prompt, seed)`` returns (x (1, F, 3, H, W), z* (1, F, C, H/8, W/8), the F PIL frames): decinv's
+    video layout (frames before channels; `LatentModel` decodes the frames independently, as the pipeline's
+    ``decode_latents`` does). The pipeline's own latent layout (1, C, F, h, w) is permuted once here. Instances are
+    (N, F, 3, H, W) and (N, F, C, h, w); `decinv.invert` flattens the frames of a 2-D autoencoder into the batch.
+    """
+
+    @torch.no_grad()
+    def generate(self, prompt: str, seed: int):
+        """``AnimateDiffPipeline.__call__`` itself; z* read after the last step (pipeline_animatediff.py, the
+        denoising loop, then ``decode_latents``: frames decoded one by one as vae.decode(z / sf))."""
+        if self.protocol.kind != "video-diffusion":
+            raise ValueError(f"TextToVideo runs video-diffusion protocols, not {self.protocol.kind!r}.")
+        captured = {}
+
+        def keep_latents(pipe, i, t, tensors):
+            captured["z"] = tensors["latents"]
+            return {}
+
+        height, width = self.size
+        out = self.pipe(prompt, num_frames=self.protocol.frames, height=height, width=width,
+                        num_inference_steps=self.protocol.steps, guidance_scale=self.protocol.guidance_scale,
+                        generator=torch.Generator("cpu").manual_seed(int(seed)), output_type="pil",
+                        callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"])
+        frames = out.frames[0]
+        x = torch.stack([pil_to_tensor(frame) for frame in frames])[None]
+        return x, captured["z"].permute(0, 2, 1, 3, 4).clone(), frames

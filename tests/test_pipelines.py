@@ -1,9 +1,9 @@
-"""The paper's generation protocols (decinv.pipelines) end to end on tiny *random* text-to-image pipelines.
+"""The paper's generation protocols (decinv.pipelines) end to end on tiny *random* text-to-image/video pipelines.
 
 The pipelines are built from the real models' classes (UNet2DConditionModel, CLIPTextModel, CLIPTokenizer over a
 small vocabulary written here, AutoencoderKL, the paper's scheduler), saved with save_pretrained, and loaded back
 through `decinv.experiments.load_profile(..., source=folder)`: the same code path as the hub models, offline.
-Geometry: 16x16 images, 4x8x8 latents (a x2 VAE), CLIP width 32.
+Geometry: 16x16 images, 4x8x8 latents (a x2 VAE), CLIP width 32; the video stand-in adds a random MotionAdapter.
 """
 
 import io
@@ -13,14 +13,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("transformers", reason="the text-to-image pipelines need transformers (pip install -e .[test])")
 
 import decinv  # noqa: E402
 from decinv.experiments import make_instances, load_profile  # noqa: E402
 from decinv.models import ModelNotAvailableError  # noqa: E402
-from decinv.pipelines import (PROTOCOLS, PromptsNotAvailableError, TextToImage, load_prompts,  # noqa: E402
-                              load_text_to_image, paper_scheduler, pil_to_tensor)
+from decinv.pipelines import (PROTOCOLS, PromptsNotAvailableError, TextToImage, TextToVideo,  # noqa: E402
+                              load_prompts, load_text_to_image, paper_scheduler, pil_to_tensor)
 
 PROFILE = {"sd21": "sd21", "instaflow": "sd15"}  # protocol -> the experiments profile that uses it
 PROMPTS = ["a red cat", "a blue dog on a hill", "moon"]
@@ -41,7 +42,7 @@ def write_clip_tokenizer(folder):
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A random SD-architecture pipeline saved as StableDiffusionPipeline.save_pretrained writes it."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     root = tmp_path_factory.mktemp("tiny_t2i")
@@ -64,6 +65,9 @@ def tiny_folder(tmp_path_factory):
                                    scheduler=paper_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(root / "pipe")
+    torch.manual_seed(1)  # the video stand-in: a random motion adapter matching the UNet's blocks
+    MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
+                  motion_norm_num_groups=8, motion_max_seq_length=32).save_pretrained(root / "pipe" / "motion_adapter")
     (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n\n")
     return root
 
@@ -114,8 +118,6 @@ def test_instances_shapes_prompts_seeds_and_8bit_image(tiny_folder, protocol):
         png = io.BytesIO()
         image.save(png, format="PNG")  # what the pipeline would save, reloaded
         png.seek(0)
-        from PIL import Image
-
         assert torch.equal(pil_to_tensor(Image.open(png)), inst.x[i])
     # z* is in decinv's latent convention: decinv's D(z*), post-processed as the pipeline does, is x exactly.
     decoded = model.decode(inst.z_true)
@@ -246,3 +248,47 @@ def test_make_instances_refuses_a_substitute(tiny_folder):
         make_instances("sd21", decinv.load_model(pipeline.pipe.vae, device="cpu"), pipeline, 1, prompts=PROMPTS)
     with pytest.raises(ValueError, match="no text conditioning"):
         make_instances("tiny", *load_profile("tiny", "cpu")[:2], 1, prompts=PROMPTS)
+
+
+def load_video(folder, **changes):
+    """The AnimateDiff protocol on the tiny pipeline: the protocol's 50 steps and CFG 7.5, 16x16 frames."""
+    pipeline = load_text_to_image("animatediff", folder / "pipe", device="cpu")
+    assert isinstance(pipeline, TextToVideo) and type(pipeline.pipe).__name__ == "AnimateDiffPipeline"
+    return pipeline.with_protocol(height=None, width=None, **changes)  # the UNet's size instead of 320x512
+
+
+def test_video_instances_shapes_seeds_and_8bit_frames(tiny_folder):
+    pipeline = load_video(tiny_folder, frames=4)
+    inst = pipeline.instances(2, seed=1, prompts=PROMPTS)
+    assert inst.x.shape == (2, 4, 3, 16, 16) and inst.z_true.shape == (2, 4, 4, 8, 8) and inst.seeds == [1, 2]
+    x, z, frames = pipeline.generate(PROMPTS[1], seed=2)
+    assert torch.equal(x[0], inst.x[1]) and torch.equal(z[0], inst.z_true[1]) and len(frames) == 4  # bit for bit
+    assert not torch.equal(pipeline.generate(PROMPTS[1], seed=3)[1], z)
+    # decinv's frame-wise D(z*) post-processed like an image is the pipeline's 8-bit video ...
+    model = pipeline.vae
+    again = pipeline.pipe.video_processor.postprocess(model.decode(z[0]), output_type="pil")
+    assert torch.equal(torch.stack([pil_to_tensor(im) for im in again]), x[0])
+    # ... and so is an independent plain AnimateDiffPipeline call (numpy output, no callback).
+    out = pipeline.pipe(PROMPTS[1], num_frames=4, num_inference_steps=50, guidance_scale=7.5, output_type="np",
+                        generator=torch.Generator().manual_seed(2)).frames[0]
+    own = torch.from_numpy(np.round(out * 255).astype(np.uint8)).permute(0, 3, 1, 2).float() / 255 * 2 - 1
+    assert torch.equal(own, x[0])
+    result = decinv.invert(inst.x, model, "encoder", z_true=inst.z_true, progress=False)
+    assert result.z.shape == inst.z_true.shape
+
+
+def test_video_prompt_guidance_and_frames_reach_the_unet(tiny_folder):
+    assert (PROTOCOLS["animatediff"].frames, PROTOCOLS["animatediff"].guidance_scale) == (16, 7.5)
+    pipeline = load_video(tiny_folder, steps=2)
+    with UNetCalls(pipeline.pipe.unet) as rec:
+        x, z, _ = pipeline.generate(PROMPTS[0], seed=0)
+    assert x.shape == (1, 16, 3, 16, 16) and z.shape == (1, 16, 4, 8, 8)
+    cond, uncond = text_embedding(pipeline, PROMPTS[0]), text_embedding(pipeline, "")
+    assert len(rec.calls) == 2
+    for batch, _, states in rec.calls:  # CFG 7.5: [unconditional, prompt] clips, the embeddings repeated per frame
+        assert batch == 2 and states.shape[0] == 2 * 16
+        assert torch.allclose(states[:16], uncond.expand(16, -1, -1))
+        assert torch.allclose(states[16:], cond.expand(16, -1, -1))
+    unguided = pipeline.with_protocol(guidance_scale=1.0).generate(PROMPTS[0], seed=0)[1]
+    assert not torch.allclose(unguided, z, atol=1e-4)
+    assert not torch.allclose(pipeline.generate(PROMPTS[2], seed=0)[1], z, atol=1e-4)  # another prompt
