@@ -306,14 +306,19 @@ class TinyPipeline:
 
 def load_pipeline(source: str = "tiny", *, device=None, dtype=None) -> TinyPipeline:
     """VAE + unconditional ``UNet2DModel`` + ``DDIMScheduler`` of a bundled miniature (``"tiny"`` = ``"tiny-v1"``,
-    the default; ``"tiny-v2"``), offline."""
+    the default; ``"tiny-v2"``), or of a candidate written by the training script to a folder, offline."""
     from diffusers import DDIMScheduler, UNet2DModel
 
-    if source not in BUNDLED:
-        raise ValueError(f"load_pipeline only knows the bundled models ({', '.join(BUNDLED)}), not {source!r}; "
-                         "for other models load the autoencoder with load_model.")
-    folder = tiny_dir(source)
-    vae = load_model(source, device=device, dtype=dtype)
+    if str(source) in BUNDLED:
+        folder = tiny_dir(str(source))
+        vae = load_model(str(source), device=device, dtype=dtype)
+    elif Path(source).is_dir() and (Path(source) / "vae" / "config.json").exists():
+        folder = Path(source)  # a candidate miniature written by decinv.tiny.train (--out)
+        vae = load_model(str(folder / "vae"), device=device, dtype=dtype)
+    else:
+        raise ValueError(f"load_pipeline knows the bundled models ({', '.join(BUNDLED)}) and folders written by "
+                         f"`python -m decinv.tiny.train ... --out DIR` (DIR/vae, DIR/unet, DIR/scheduler), not "
+                         f"{source!r}; for other models load the autoencoder with load_model.")
     if not (folder / "unet" / "config.json").exists():
         raise ModelNotAvailableError(f"The bundled model's UNet is not installed (expected {folder / 'unet'}); "
                                      f"train it with `python -m decinv.tiny.train all --recipe {BUNDLED[source]}`.")

@@ -115,3 +115,18 @@ def test_bad_latents_are_rejected(model):
 
 def test_repr_is_informative(model):
     assert "0." in repr(model) and "x4" in repr(model) and isinstance(model, LatentModel)
+
+
+def test_load_pipeline_takes_a_candidate_folder_written_by_the_training_script(tmp_path):
+    import shutil
+
+    from decinv.models import load_pipeline, tiny_dir
+
+    for part in ("vae", "unet", "scheduler"):
+        shutil.copytree(tiny_dir("tiny") / part, tmp_path / part)
+    candidate, bundled = load_pipeline(str(tmp_path)), load_pipeline("tiny")
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(candidate.vae.decode(z), bundled.vae.decode(z))
+    assert type(candidate.unet) is type(bundled.unet)
+    with pytest.raises(ValueError, match="DIR/vae, DIR/unet"):
+        load_pipeline(str(tmp_path / "unet"))

@@ -166,8 +166,8 @@ def measure_properties(n: int = 64, model_name: str = "tiny", fsm_step: float = 
         out["ddim_roundtrip_nmse_db"] = out["ddim_roundtrip_by_steps"]["50"]
         out["sample_std"] = float(inst.z_true.std())
 
-    if BUNDLED[model_name] != "v1":
-        out["ed_cost"] = ed_cost(model_name, "tiny-v1")
+    if BUNDLED.get(model_name) != "v1":  # a folder (candidate) is timed by its autoencoder's folder
+        out["ed_cost"] = ed_cost(model_name if model_name in BUNDLED else str(Path(model_name) / "vae"), "tiny-v1")
     out["passes"] = {key: bool(PASSES[key](out[key])) for key in TARGETS}
     out["targets"] = TARGETS
     out["parameters"] = {"vae": sum(p.numel() for p in model.vae.parameters()),
@@ -181,6 +181,9 @@ def measure_properties(n: int = 64, model_name: str = "tiny", fsm_step: float = 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(BUNDLED), default="tiny", help="which bundled miniature")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="measure a candidate instead: a folder written by `decinv.tiny.train ... --out DIR` "
+                             "(the result goes to DIR/properties.json unless --out is given)")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--instances", choices=("generated", "real"), default="generated",
                         help="generated: the card's protocol; real: z* = E(x) of real crops (a diagnostic)")
@@ -191,9 +194,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    folder = args.weights if args.weights is not None else tiny_dir(args.model)
     if args.out is None:
-        args.out = tiny_dir(args.model) / ("properties.json" if args.instances == "generated" else "properties-real.json")
-    props = measure_properties(args.n, args.model, instances=args.instances)
+        args.out = folder / ("properties.json" if args.instances == "generated" else "properties-real.json")
+    props = measure_properties(args.n, str(args.weights) if args.weights is not None else args.model,
+                               instances=args.instances)
     args.out.write_text(json.dumps(props, indent=1))
     width = max(map(len, TARGETS))
     for key, target in TARGETS.items():
