@@ -6,11 +6,13 @@
     >>> result.z, result.trace.residual, result.seconds, result.peak_memory_bytes
 """
 
+from decinv.autoencoders import UnsupportedAutoencoderError
 from decinv.metrics import cocoercivity_ratio, mean_ci, nmse, nmse_db, psnr
-from decinv.models import LatentModel, ModelNotAvailableError, PRESETS, load_model, load_pipeline
+from decinv.models import LatentModel, ModelNotAvailableError, NonFiniteLatentError, PRESETS, load_model, load_pipeline
 from decinv.solvers import METHODS, InversionResult, StepInfo, Trace, invert, method_options
 
 __version__ = "0.1.0"
 __all__ = ["invert", "load_model", "load_pipeline", "LatentModel", "InversionResult", "Trace", "StepInfo",
-           "METHODS", "method_options", "PRESETS", "ModelNotAvailableError", "nmse", "nmse_db", "psnr",
+           "METHODS", "method_options", "PRESETS", "ModelNotAvailableError", "NonFiniteLatentError",
+           "UnsupportedAutoencoderError", "nmse", "nmse_db", "psnr",
            "cocoercivity_ratio", "mean_ci"]
