@@ -188,7 +188,8 @@ def format_acceleration(out: dict, dtype: str = "float32") -> str:
 
 def acceleration_frame(out: dict, dtype: str = "float32"):
     """One pass of an `acceleration` result as a pandas DataFrame, one row per method: E+D calls to each target
-    (NaN: not reached in the run), Adam's calls / the method's calls, best NMSE and where, peak memory."""
+    (NaN: not reached in the run) and the wall time to the residual target (the whole batch, from the start of the
+    call), Adam's calls / the method's calls, best NMSE and where, peak memory."""
     import pandas as pd
 
     p = out[dtype]
@@ -198,6 +199,7 @@ def acceleration_frame(out: dict, dtype: str = "float32"):
                      "calls to Adam's final NMSE": r["calls_to_adam_final"],
                      "calls to Adam's best NMSE": r["calls_to_adam_best"],
                      "calls to ||T||/10": r["calls_to_residual_tenth"],
+                     "seconds to ||T||/10": r["seconds_to_residual_tenth"],
                      "Adam/method (||T||/10)": r["call_ratio_residual_tenth"],
                      "best NMSE (dB)": r["best_nmse_db"], "at call": r["best_at_call"],
                      f"NMSE after {len(out[dtype]['runs'][label]['nmse_db'])} (dB)":
