@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import decinv
-from decinv import bench
+from decinv import bench, bench_tradeoff
 from tests.conftest import small_vae
 
 
@@ -35,11 +35,11 @@ def _positive(value) -> bool:
 def test_time_to_reach_interpolates_in_steps():
     curve = [{"steps": 10, "seconds": 1.0, "nmse_db": -10.0, "peak_memory_bytes": 5},
              {"steps": 20, "seconds": 2.0, "nmse_db": -20.0, "peak_memory_bytes": 7}]
-    hit = bench.time_to_reach(-15.0, curve)
+    hit = bench_tradeoff.time_to_reach(-15.0, curve)
     assert hit["reached"] and hit["steps"] == pytest.approx(15.0) and hit["seconds"] == pytest.approx(1.5)
     assert hit["peak_memory_bytes"] == 7
-    assert bench.time_to_reach(-5.0, curve)["seconds"] == 1.0  # the first point already reaches it
-    miss = bench.time_to_reach(-25.0, curve)
+    assert bench_tradeoff.time_to_reach(-5.0, curve)["seconds"] == 1.0  # the first point already reaches it
+    miss = bench_tradeoff.time_to_reach(-25.0, curve)
     assert not miss["reached"] and miss["best_nmse_db"] == -20.0
 
 
@@ -91,17 +91,17 @@ def _tradeoff_doc(encoder_db):
 
 
 def test_tradeoff_marks_comparisons_the_encoder_already_wins_as_degenerate():
-    fine = bench.summarize_tradeoff(_tradeoff_doc(encoder_db=-15.0))
+    fine = bench_tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-15.0))
     assert not fine["headline"]["degenerate_exact"] and fine["headline"]["time_ratio_exact"] > 1
     assert all(c["time_ratio"] is not None for c in fine["comparisons"])
-    degenerate = bench.summarize_tradeoff(_tradeoff_doc(encoder_db=-20.5))
+    degenerate = bench_tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-20.5))
     h = degenerate["headline"]
     assert h["degenerate_exact"] and h["time_ratio_exact"] is None and h["time_ratio_exact_cpu"] is None
     assert all(c["degenerate"] and c["time_ratio"] is None for c in degenerate["comparisons"])
     assert degenerate["max_time_ratio"] is None
     assert any(str(r["value"]).startswith("degenerate") for r in degenerate["ratios"])
     # -19.5 dB: beats the 20-iteration run (degenerate there) but not the best (a real comparison)
-    mixed = bench.summarize_tradeoff(_tradeoff_doc(encoder_db=-19.5))
+    mixed = bench_tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-19.5))
     assert [c["degenerate"] for c in mixed["comparisons"]] == [True, False]
     assert not mixed["headline"]["degenerate_exact"] and mixed["headline"]["degenerate_within_1db"]
 
@@ -153,8 +153,8 @@ def test_reanalyse_applies_todays_tradeoff_rules_to_a_committed_document():
                 {"suite": "tradeoff", "ratio": "headline: stale", "value": 16.8, "target": "", "note": ""},
                 {"suite": "dtype", "ratio": "b", "value": 2.0, "target": "", "note": ""}]
     doc = {"suites": {"tradeoff": tr}, "ratios": old_rows}
-    bench.reanalyse(doc)
+    bench_tradeoff.reanalyse(doc)
     suites = [r["suite"] for r in doc["ratios"]]
     assert suites[0] == "overhead" and suites[-1] == "dtype" and "headline: stale" not in {r["ratio"] for r in doc["ratios"]}
     assert tr["headline"]["degenerate_exact"] and tr["headline"]["time_ratio_exact"] is None
-    assert bench.reanalyse({"suites": {}, "ratios": []}) == {"suites": {}, "ratios": []}
+    assert bench_tradeoff.reanalyse({"suites": {}, "ratios": []}) == {"suites": {}, "ratios": []}

@@ -16,7 +16,8 @@ def test_calls_to_interpolates_and_reports_never():
 
 
 def test_module_imports_first_without_a_cycle():
-    for first in ("decinv.bench_acceleration", "decinv.bench_video3d", "decinv.bench"):
+    for first in ("decinv.bench_acceleration", "decinv.bench_video3d", "decinv.bench_overhead", "decinv.bench_tradeoff",
+                  "decinv.bench_video", "decinv.bench_dtype", "decinv.bench"):
         run = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
 
