@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 import decinv
-from decinv.bench import MIB, _fmt, _instances, _model_info, _resolve_model, _row, _run, native_size
+from decinv.bench import MIB, _instances, _model_info, _resolve_model, _row, _run, native_size
 
 PAPER_ADAM = {"lr": 0.01, "schedule": "paper"}
 
@@ -63,7 +63,9 @@ def _time_at(seconds: np.ndarray, calls: float | None) -> float | None:
     return float(np.interp(calls, np.arange(1, len(seconds) + 1), seconds))
 
 
-def _curves(result) -> dict:
+def curves(result) -> dict:
+    """Per-call curves of one `decinv.invert` result (means over instances): NMSE in dB, ||T|| at the best evaluated
+    point so far relative to ||T(E(x))||, and the trace clock."""
     nmse = result.trace.nmse_db.mean(1)
     res = result.trace.residual
     relative = (np.minimum.accumulate(res, axis=0) / res[0]).mean(1)  # best evaluated point so far, per instance
@@ -81,7 +83,7 @@ def _one_pass(x, z_true, model, labels: dict, steps: int, progress: bool, desc: 
                        "cpu_seconds": r.cpu_seconds, "peak_memory_bytes": r.peak_memory_bytes,
                        "memory_kind": r.memory_kind, "info": {k: v for k, v in r.info.items()
                                                               if k in ("memory", "state_bytes", "state_dtype")},
-                       "rejected_steps_total": int(sum(r.info.get("rejected_steps", []))), **_curves(r)}
+                       "rejected_steps_total": int(sum(r.info.get("rejected_steps", []))), **curves(r)}
     return runs
 
 
@@ -170,22 +172,6 @@ def summarize_acceleration(out: dict) -> dict:
     return out
 
 
-def format_acceleration(out: dict, dtype: str = "float32") -> str:
-    """A plain-text table of one pass: per method, calls (and seconds) to each target, best NMSE, peak memory."""
-    p = out[dtype]
-    head = (f"{dtype}: encoder {p['encoder_nmse_db']:.2f} dB; targets: Adam final {p['targets_nmse_db']['adam_final']:.2f}"
-            f" dB{' (degenerate)' if p['degenerate']['adam_final'] else ''}, Adam best "
-            f"{p['targets_nmse_db']['adam_best']:.2f} dB{' (degenerate)' if p['degenerate']['adam_best'] else ''}")
-    lines = [head, f"{'method':32s} {'->Adam final':>12s} {'->Adam best':>12s} {'->||T||/10':>11s} "
-                   f"{'best dB':>8s} {'@call':>6s} {'peak MiB':>9s}"]
-    c = lambda v: "never" if v is None else f"{v:.1f}"
-    for label, r in p["table"].items():
-        lines.append(f"{label:32s} {c(r['calls_to_adam_final']):>12s} {c(r['calls_to_adam_best']):>12s} "
-                     f"{c(r['calls_to_residual_tenth']):>11s} {r['best_nmse_db']:8.2f} {r['best_at_call']:6d} "
-                     f"{_fmt(r['peak_mib'], 1):>9s}")
-    return "\n".join(lines)
-
-
 def acceleration_frame(out: dict, dtype: str = "float32"):
     """One pass of an `acceleration` result as a pandas DataFrame, one row per method: E+D calls to each target
     (NaN: not reached in the run) and the wall time to the residual target (the whole batch, from the start of the
@@ -208,5 +194,4 @@ def acceleration_frame(out: dict, dtype: str = "float32"):
     return pd.DataFrame(rows).set_index("method").astype(float, errors="ignore")
 
 
-__all__ = ["acceleration", "acceleration_frame", "calls_to", "methods", "summarize_acceleration",
-           "format_acceleration"]
+__all__ = ["acceleration", "acceleration_frame", "calls_to", "curves", "methods", "summarize_acceleration"]

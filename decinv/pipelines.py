@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decinv.models import LatentModel, ModelNotAvailableError, load_model
+from decinv.models import LatentModel, ModelNotAvailableError, _offline, load_model
 from decinv.validation import resolve_device
 
 PROMPT_DATASET = "Gustavosta/Stable-Diffusion-Prompts"
@@ -107,10 +107,6 @@ def paper_scheduler(solver_order: int = 1):
     return DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                        beta_schedule="scaled_linear", prediction_type="epsilon", steps_offset=1,
                                        trained_betas=None, solver_order=solver_order)
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 # ------------------------------------------------------------------------------------------------------- prompts

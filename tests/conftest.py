@@ -25,6 +25,16 @@ def small_vae(layout: str = "tiny", seed: int = 0):
                          sample_size=16)
 
 
+def small_unet(seed: int = 0):
+    """A random two-level UNet2DModel on 4x8x8 latents, for DDIM sampling/inversion tests."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                       norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D")).eval().requires_grad_(False)
+
+
 class LinearCodec:
     """D(z) = A z + nonlinearity * tanh(A z), E(x) = B x with B A = M symmetric positive definite.
 

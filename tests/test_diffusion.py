@@ -4,9 +4,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, UNet2DModel
+from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from decinv.diffusion import ddim_invert, ddim_sample
+from tests.conftest import small_unet
 
 SCHED_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                     clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
@@ -26,11 +27,7 @@ def scheduler():
 
 @pytest.fixture(scope="module")
 def unet():
-    torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
-                       layers_per_block=1, norm_num_groups=8,
-                       down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D")).eval()
+    return small_unet()
 
 
 def nmse(a, b):

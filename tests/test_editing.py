@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import DDIMScheduler
 
-from conftest import small_vae
+from conftest import small_unet, small_vae
 from decinv import editing as ed
 from decinv.diffusion import ddim_invert, ddim_sample
 from decinv.experiments import quantize_8bit
 from decinv.models import LatentModel
+from decinv.tiny.train import SCHEDULER_CONFIG
 
-SCHED_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+SCHED_CONFIG = SCHEDULER_CONFIG  # the bundled miniature's scheduler
 STEPS = 6
 
 
@@ -23,10 +23,7 @@ def scheduler():
 
 @pytest.fixture(scope="module")
 def unet():
-    torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16),
-                       layers_per_block=1, norm_num_groups=8, down_block_types=("DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D")).eval().requires_grad_(False)
+    return small_unet()
 
 
 def randn(*shape, seed=0):
