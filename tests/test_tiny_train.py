@@ -155,3 +155,22 @@ def test_unet_with_ema_resumes_bit_for_bit_and_exports_the_averaged_weights(tmp_
     names = [n for n, _ in UNet2DModel(**train.UNET_CONFIG).named_parameters()]
     assert all(torch.equal(exported[n], s) for n, s in zip(names, shadow))
     assert any(not torch.equal(exported[n], straight["model"][n]) for n in names)
+
+
+def test_unet_channels_widen_the_exported_denoiser_and_bad_widths_are_refused(tmp_path):
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**train.VAE_CONFIG_V2)
+    vae.register_to_config(scaling_factor=1.0)
+    work, out = tmp_path / "work", tmp_path / "weights"
+    work.mkdir()
+    vae.save_pretrained(out / "vae")
+    with pytest.raises(ValueError, match="multiples of 16"):
+        train.train_unet(work, out, steps=1, batch=2, lr=1e-3, n_latents=4, device="cpu", every=1, probe=False,
+                         channels=(64, 100, 128))
+    train.train_unet(work, out, steps=1, batch=2, lr=1e-3, n_latents=4, device="cpu", every=1, probe=False,
+                     channels=(32, 64, 64))
+    exported = UNet2DModel.from_pretrained(out / "unet", local_files_only=True)
+    assert tuple(exported.config.block_out_channels) == (32, 64, 64)
+    assert torch.load(work / "unet.pt", weights_only=False)["log"]["block_out_channels"] == [32, 64, 64]

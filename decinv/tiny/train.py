@@ -317,9 +317,14 @@ def export_vae(work: Path, out: Path, n_crops: int = 2048, recipe: str = "v2") -
 
 
 def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_latents: int, device: str, every: int,
-               recipe: str = "v2", probe: bool = True, ema_decay: float = 0.0) -> None:
+               recipe: str = "v2", probe: bool = True, ema_decay: float = 0.0,
+               channels: tuple[int, ...] | None = None) -> None:
     """Epsilon-prediction training of the latent UNet; every ``every`` steps (``probe``) the `sample_probe` of
     the current weights goes into the log (``log["samples"]``).
+
+    ``channels``: the UNet's ``block_out_channels`` (three entries, each a multiple of 16), default
+    ``UNET_CONFIG``'s (48, 96, 96); a wider denoiser is how the probes test whether the samples, not the
+    autoencoder, keep a recipe out of the inversion regime.
 
     ``ema_decay`` > 0 keeps an exponential moving average of the weights (diffusers' ``EMAModel``, with its default
     warm-up ``min(decay, (1 + step) / (10 + step))``), as latent-diffusion training does; the probe and the exported
@@ -345,7 +350,10 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
             ) * vae.config.scaling_factor
         torch.save(latents, latents_path)
     noise_scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
-    unet = UNet2DModel(**UNET_CONFIG).to(device)
+    config = dict(UNET_CONFIG, **({"block_out_channels": tuple(channels)} if channels else {}))
+    if len(config["block_out_channels"]) != 3 or any(c % 16 for c in config["block_out_channels"]):
+        raise ValueError(f"channels must be three multiples of 16 (the norm groups), got {channels!r}.")
+    unet = UNet2DModel(**config).to(device)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
     scheduler = _cosine(optimizer, steps)
     ckpt = work / "unet.pt"
@@ -363,6 +371,7 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
 
     log.setdefault("samples", [])
     log["ema_decay"] = ema_decay
+    log["block_out_channels"] = list(config["block_out_channels"])
     log["threads"], log["device"] = torch.get_num_threads(), device
     t0, running = time.perf_counter() - log["seconds"], []
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="unet", mininterval=5):
@@ -425,6 +434,8 @@ def main(argv: list[str] | None = None) -> None:
                        ("unet_lr", float), ("unet_latents", int), ("every", int), ("ema_decay", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                             help=f"default: v2 {DEFAULTS['v2'][name]}, v1 {DEFAULTS['v1'][name]}")
+    parser.add_argument("--unet-channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
+                        help="the UNet's block_out_channels, e.g. 64,128,128 (default 48,96,96)")
     parser.add_argument("--scale-crops", type=int, default=2048, help="training crops that fix scaling_factor")
     args = parser.parse_args(argv)
     for name, value in DEFAULTS[args.recipe].items():
@@ -441,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
         export_vae(args.work, args.out, args.scale_crops, args.recipe)
     if args.stage in ("unet", "all"):
         train_unet(args.work, args.out, args.unet_steps, args.unet_batch, args.unet_lr, args.unet_latents,
-                   args.device, args.every, args.recipe, ema_decay=args.ema_decay)
+                   args.device, args.every, args.recipe, ema_decay=args.ema_decay, channels=args.unet_channels)
     if args.stage == "all":
         write_log(args.work, args)
 
