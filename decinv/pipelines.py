@@ -274,18 +274,25 @@ class TextToImage:
         return self.protocol.height or side, self.protocol.width or side
 
     @torch.no_grad()
-    def generate(self, prompt: str, seed: int):
-        """One image by the protocol: returns (x (1, 3, H, W), z* (1, C, h, w), the pipeline's PIL image)."""
+    def generate(self, prompt: str, seed: int, *, latents: torch.Tensor | None = None,
+                 guidance_scale: float | None = None):
+        """One image by the protocol: returns (x (1, 3, H, W), z* (1, C, h, w), the pipeline's PIL image).
+
+        ``latents``: the initial noise z_T (1, C, h, w) to start from instead of drawing it from ``seed`` (the
+        watermark protocol writes a key into it first); ``guidance_scale``: overrides the protocol's CFG scale."""
         generator = torch.Generator("cpu").manual_seed(int(seed))
+        if latents is not None:
+            latents = latents.to(self.pipe.unet.device, self.pipe.unet.dtype)
+        w = self.protocol.guidance_scale if guidance_scale is None else float(guidance_scale)
         if self.protocol.kind == "diffusion":
-            z, image = self._diffusion(prompt, generator)
+            z, image = self._diffusion(prompt, generator, latents, w)
         elif self.protocol.kind == "rectified-flow":
-            z, image = self._rectified_flow(prompt, generator)
+            z, image = self._rectified_flow(prompt, generator, latents, w)
         else:
             raise ValueError(f"unknown protocol kind {self.protocol.kind!r} (diffusion or rectified-flow).")
         return pil_to_tensor(image)[None], z, image
 
-    def _diffusion(self, prompt: str, generator):
+    def _diffusion(self, prompt: str, generator, latents=None, guidance_scale=None):
         """``StableDiffusionPipeline.__call__`` itself; the final latent is read by ``callback_on_step_end`` after
         the last scheduler step, which is the tensor the pipeline then decodes
         (diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion.py, the denoising loop and the decode)."""
@@ -297,11 +304,12 @@ class TextToImage:
 
         height, width = self.size
         out = self.pipe(prompt, height=height, width=width, num_inference_steps=self.protocol.steps,
-                        guidance_scale=self.protocol.guidance_scale, generator=generator, output_type="pil",
+                        guidance_scale=self.protocol.guidance_scale if guidance_scale is None else guidance_scale,
+                        generator=generator, latents=latents, output_type="pil",
                         callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"])
         return captured["z"].clone(), out.images[0]
 
-    def _rectified_flow(self, prompt: str, generator):
+    def _rectified_flow(self, prompt: str, generator, latents=None, guidance_scale=None):
         """InstaFlow's sampler (Liu et al. 2024; the authors' ``RectifiedFlowPipeline``): the UNet is a velocity
         field v(z, t, c) on t ∈ [0, 1000], integrated by N Euler steps from z_T ~ N(0, I) at t = 1000:
 
@@ -313,14 +321,15 @@ class TextToImage:
         ``image_processor.postprocess``), so only the update rule above is decinv's."""
         from diffusers.utils.torch_utils import randn_tensor
 
-        pipe, steps, w = self.pipe, self.protocol.steps, self.protocol.guidance_scale
+        pipe, steps = self.pipe, self.protocol.steps
+        w = self.protocol.guidance_scale if guidance_scale is None else guidance_scale
         device, guided = pipe.unet.device, w > 1.0
         cond, uncond = pipe.encode_prompt(prompt, device, 1, guided)
         embeds = torch.cat([uncond, cond]) if guided else cond
         height, width = self.size
         f = pipe.vae_scale_factor
         shape = (1, pipe.unet.config.in_channels, height // f, width // f)
-        z = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype)
+        z = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype) if latents is None else latents
         for i in range(steps):
             t = torch.full((len(embeds),), 1000.0 * (1 - i / steps), device=device)
             v = pipe.unet(torch.cat([z] * len(embeds)), t, encoder_hidden_states=embeds).sample
