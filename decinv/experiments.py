@@ -2,11 +2,14 @@
 
 The paper's protocol (Sec. 4): generate a latent z* with the LDM, decode it, quantise the image to 8 bits,
 then invert and compare with z*. The bundled tiny models do exactly that (DDIM sampling with their own UNet).
-The text-to-image profiles ``"sd21"`` and ``"sd15"`` (InstaFlow) do it with the real pipelines and the paper's
-prompts, seeds, samplers and guidance (`decinv.pipelines`); their weights come from the local hub cache (or a
-``save_pretrained`` folder passed as ``source``), and a missing model is an error, never a substitute.
-``real_instances`` (z* = E(x_real) of real pictures, "on-manifold" latents) is kept for autoencoder-only studies
-and the video profile, which has no generator yet.
+The profiles with a ``protocol`` do it with the real diffusers pipelines and the paper's prompts, seeds, samplers
+and guidance (`decinv.pipelines`): ``"sd21"`` (SD 2.1 base, DDIM-50, CFG 3.0), ``"sd15"`` (InstaFlow, one
+rectified-flow step, CFG 1.0) and ``"sd14-video"`` (AnimateDiff on SD 1.4, 16 frames of 320×512, CFG 7.5: the
+stand-in for LaVie, whose frames SD 1.4's 2-D autoencoder decodes one by one). Their weights come from the local hub
+cache (or a ``save_pretrained`` folder passed as ``source``), and a missing model is an error, never a substitute.
+Video instances are (N, F, 3, H, W) with latents (N, F, C, h, w); `Instances.frames` flattens them into N·F
+images for analyses written per image (the inversion of a frame-wise autoencoder is the same either way).
+``real_instances`` (z* = E(x_real) of real pictures, "on-manifold" latents) is kept for autoencoder-only studies.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class Profile:
     """A model and its native image size; ``frames`` > 0 marks a video model (decoded frame-wise).
 
     ``protocol``: the `decinv.pipelines.PROTOCOLS` entry that generates this profile's instances with the real
-    text-to-image pipeline (None: the bundled tiny LDM's sampler, or on-manifold latents)."""
+    text-to-image or text-to-video pipeline (None: the bundled tiny LDM's sampler)."""
 
     model: str
     height: int
@@ -39,7 +42,8 @@ PROFILES = {
     "tiny-v2": Profile("tiny-v2", 128, 128),  # bundled miniature v2 (x8 and 4 channels, like SD)
     "sd21": Profile("sd21", 512, 512, protocol="sd21"),  # SD 2.1 base, DDIM-50, CFG 3.0
     "sd15": Profile("sd15", 512, 512, protocol="instaflow"),  # InstaFlow-0.9B (SD 1.5's VAE), one step, CFG 1.0
-    "sd14-video": Profile("sd14", 320, 512, frames=16),  # LaVie base: 16 frames of 320x512
+    # LaVie stand-in: AnimateDiff on SD 1.4, 16 frames of 320x512 decoded frame-wise by SD 1.4's VAE, CFG 7.5
+    "sd14-video": Profile("sd14", 320, 512, frames=16, protocol="animatediff"),
 }
 
 
@@ -47,13 +51,33 @@ PROFILES = {
 class Instances:
     """Inverse problems with known answers: images ``x`` (N, 3, H, W) = 8-bit D(z*), and ``z_true`` = z*.
 
-    ``prompts``/``seeds``: what generated image i, for the text-to-image profiles (None otherwise)."""
+    Video profiles: x (N, F, 3, H, W) and z_true (N, F, C, h, w), one clip per instance.
+    ``prompts``/``seeds``: what generated image (clip) i, for the profiles with a protocol (None otherwise)."""
 
     x: torch.Tensor
     z_true: torch.Tensor
     how: str
     prompts: list | None = None
     seeds: list | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.x.dim() == 5
+
+    def frames(self) -> "Instances":
+        """Video clips as images: x (N·F, 3, H, W), z_true (N·F, C, h, w), clip i's frames at rows i·F .. i·F+F-1
+        (prompts/seeds repeated per frame). Images are returned unchanged. For a frame-wise (2-D) autoencoder every
+        inversion gives the same latents either way (`decinv.invert` flattens the frames itself); only per-instance
+        statistics change meaning: per frame instead of per clip."""
+        if not self.is_video:
+            return self
+        n, f = self.x.shape[:2]
+        rep = (lambda v: [e for e in v for _ in range(f)]) if f else None
+        return Instances(x=self.x.reshape(n * f, *self.x.shape[2:]),
+                         z_true=self.z_true.reshape(n * f, *self.z_true.shape[2:]),
+                         how=f"{self.how}; the {n} clip(s) of {f} frames taken as {n * f} images",
+                         prompts=rep(self.prompts) if self.prompts is not None else None,
+                         seeds=rep(self.seeds) if self.seeds is not None else None)
 
 
 def get_profile(name: str) -> Profile:
@@ -62,21 +86,31 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def load_profile(name: str, device="auto", dtype=None, *, source=None):
+def load_profile(name: str, device="auto", dtype=None, *, source=None, generation: dict | None = None):
     """(LatentModel, pipeline or None, Profile).
 
-    Bundled (tiny) profiles return their UNet + scheduler; ``"sd21"``/``"sd15"`` a `decinv.pipelines.TextToImage`
-    (the whole text-to-image pipeline, whose VAE is the returned LatentModel) loaded from the hub cache, or from
-    ``source`` (a ``save_pretrained`` folder or another repo id); the video profile its VAE only."""
+    Bundled (tiny) profiles return their UNet + scheduler. The profiles with a protocol (``"sd21"``, ``"sd15"``,
+    ``"sd14-video"``) return the whole generating pipeline (`decinv.pipelines.TextToImage`, or `TextToVideo` for
+    the video profile), whose VAE is the returned LatentModel, loaded from the hub cache or from ``source`` (a
+    ``save_pretrained`` folder or another repo id). ``generation``: protocol fields to change (e.g.
+    ``{"steps": 2, "frames": 2, "height": 16, "width": 16}`` for a tiny random pipeline); None keeps the paper's."""
     profile = get_profile(name)
     if profile.protocol is not None:
         from decinv.pipelines import load_text_to_image
 
         pipeline = load_text_to_image(profile.protocol, source, device=device, dtype=dtype)
+        if generation:
+            changes = dict(generation)
+            said = ", ".join(f"{k}={v}" for k, v in changes.items())
+            changes.setdefault("note", f"{pipeline.protocol.note}; CHANGED from the paper's protocol: {said}")
+            pipeline = pipeline.with_protocol(**changes)
         return pipeline.vae, pipeline, profile
+    with_protocol = ", ".join(k for k, p in PROFILES.items() if p.protocol)
     if source is not None:
-        raise ValueError(f"profile {name!r} takes no source; only the text-to-image profiles "
-                         f"({', '.join(k for k, p in PROFILES.items() if p.protocol)}) load from one.")
+        raise ValueError(f"profile {name!r} takes no source; only the profiles with a generation protocol "
+                         f"({with_protocol}) load from one.")
+    if generation:
+        raise ValueError(f"profile {name!r} takes no generation changes; only {with_protocol} do.")
     if profile.model in BUNDLED:
         pipeline = load_pipeline(profile.model, device=device, dtype=dtype)
         return pipeline.vae, pipeline, profile
@@ -125,26 +159,31 @@ def real_instances(model: LatentModel, n: int, height: int, width: int, seed: in
 def make_instances(name: str, model: LatentModel, pipeline, n: int, seed: int = 0, *, prompts=None) -> Instances:
     """The chapter's test set for profile ``name``, generated by its LDM as in the paper.
 
-    Tiny profiles: DDIM samples of the bundled LDM. ``"sd21"``/``"sd15"``: the paper's protocol on the real
-    pipeline (`decinv.pipelines.TextToImage.instances`: image i from prompt i and seed ``seed + i``); ``prompts``
-    is the paper's prompt set by default (needs ``datasets`` and its cache), or a prompts file / list of strings
-    (`decinv.pipelines.load_prompts`). The video profile: on-manifold latents of real pictures."""
+    Tiny profiles: DDIM samples of the bundled LDM. ``"sd21"``/``"sd15"``/``"sd14-video"``: the paper's protocol
+    on the real pipeline (`decinv.pipelines.TextToImage.instances`: image or clip i from prompt i and seed
+    ``seed + i``); ``prompts`` is the paper's prompt set by default (needs ``datasets`` and its cache), or a prompts
+    file / list of strings (`decinv.pipelines.load_prompts`). The video profile gives n clips: x (n, F, 3, H, W),
+    z_true (n, F, C, h, w). On-manifold latents of real pictures are `real_instances`, never a fallback here."""
     profile = get_profile(name)
     if profile.protocol is not None:
         from decinv.pipelines import TextToImage
 
         if not isinstance(pipeline, TextToImage):
-            raise ValueError(f"profile {name!r} generates its instances with its text-to-image pipeline: pass the "
-                             f"pipeline load_profile({name!r}) returns, not {type(pipeline).__name__}.")
+            raise ValueError(f"profile {name!r} generates its instances with its text-to-image/video pipeline: pass "
+                             f"the pipeline load_profile({name!r}) returns, not {type(pipeline).__name__}.")
+        if pipeline.protocol.name != profile.protocol:
+            raise ValueError(f"profile {name!r} follows the {profile.protocol!r} protocol, but the pipeline passed "
+                             f"runs {pipeline.protocol.name!r}; load it with load_profile({name!r}).")
         if pipeline.vae is not model:
             raise ValueError("model must be the pipeline's own VAE (pipeline.vae), as load_profile returns it.")
         return pipeline.instances(n, seed, prompts)
     if prompts is not None:
         raise ValueError(f"profile {name!r} has no text conditioning; prompts apply to "
                          f"{', '.join(k for k, p in PROFILES.items() if p.protocol)}.")
-    if pipeline is not None:
-        return generated_instances(model, pipeline, n, seed)
-    return real_instances(model, n, profile.height, profile.width, seed)
+    if pipeline is None:
+        raise ValueError(f"profile {name!r} generates its instances with the bundled LDM's sampler: pass the "
+                         f"pipeline load_profile({name!r}) returns (on-manifold latents: real_instances).")
+    return generated_instances(model, pipeline, n, seed)
 
 
 @torch.no_grad()

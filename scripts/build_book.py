@@ -4,7 +4,15 @@
     python scripts/build_book.py                       # every notebooks/*.md, then jupyter-book build -W -n
     python scripts/build_book.py --smoke               # same, with `-p smoke True` for every notebook (fast)
     python scripts/build_book.py -p profile sd21 -p device cuda --only 03_fsm_km 04 --no-build
+    python scripts/build_book.py --profile sd21 --device cuda   # every chapter that runs sd21, then the site
     python scripts/build_book.py --no-execute          # only rebuild the site from book/chapters/*.ipynb
+
+``--profile NAME`` (``make book PROFILE=NAME DEVICE=cuda``) is the one switch for a run on another model: it executes
+every selected chapter that declares a ``profile`` parameter and can run NAME (`decinv.chapters.CHAPTERS`) with
+``-p profile NAME -p device DEVICE``, and skips each other chapter with the reason printed (its page from an earlier
+run is kept; the site build then fails if a chapter was never executed, so run ``make book`` once first).
+``--source`` / ``--generation`` go only to the chapters that declare those parameters (a tiny random pipeline folder
+and protocol changes, for trying the switch on a CPU: see tests/tiny_pipelines.py).
 
 For each selected ``notebooks/<name>.md`` (a jupytext MyST notebook with a kernelspec header and one cell tagged
 ``parameters``): jupytext -> ipynb -> ``papermill -k python3`` with the forwarded parameters -> the executed
@@ -397,7 +405,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell before papermill gives up")
     ap.add_argument("--log-output", action="store_true", help="stream cell output while executing")
     ap.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this script's repository)")
-    return ap.parse_args(argv)
+    ap.add_argument("--profile", metavar="NAME",
+                    help="run every chapter that can run this profile with it (others are skipped, with the reason)")
+    ap.add_argument("--device", default=None, help="with --profile: the device passed to the chapters (default cuda)")
+    ap.add_argument("--source", default=None, metavar="DIR_OR_REPO",
+                    help="with --profile: the pipeline's save_pretrained folder or repo id (chapters declaring source)")
+    ap.add_argument("--generation", default=None, metavar="YAML",
+                    help='with --profile: protocol changes, e.g. "{steps: 2}" (chapters declaring generation)')
+    args = ap.parse_args(argv)
+    if args.profile is None and (args.device or args.source or args.generation):
+        ap.error("--device, --source and --generation go with --profile (otherwise use -p device cuda etc.)")
+    return args
+
+
+def profile_plan(sources: list[Path], profile: str, root: Path) -> tuple[list[Path], list[tuple[str, str]], dict]:
+    """(the sources to execute with ``profile``, [(skipped name, reason)], {name: declared parameter names})."""
+    from decinv.chapters import CHAPTERS, can_run, notebook_defaults
+
+    run, skipped, declared = [], [], {}
+    for src in sources:
+        names = set(notebook_defaults(src.stem, root)) if src.suffix == ".md" else set()
+        declared[src.stem] = names
+        if "profile" not in names:
+            skipped.append((src.stem, "it takes no profile parameter"))
+            continue
+        ok, why = can_run(src.stem, profile) if src.stem in CHAPTERS else (True, "")
+        if ok:
+            run.append(src)
+        else:
+            skipped.append((src.stem, why))
+    return run, skipped, declared
+
+
+def profile_args(name: str, declared: set, profile: str, device: str, source, generation) -> list[str]:
+    """papermill arguments of one chapter in a --profile run: source/generation only where declared."""
+    args = ["-p", "profile", profile, "-p", "device", device]
+    if source is not None and "source" in declared:
+        args += ["-r", "source", str(source)]
+    if generation is not None and "generation" in declared:
+        args += ["-y", f"generation: {generation}"]
+    return args
+
+
+def print_estimates(names: list[str], profile: str) -> None:
+    """The estimated GPU inversion time of each chapter (from the paper's Table S1 timings), where one exists."""
+    from decinv.chapters import PAPER_MODEL, estimate, format_minutes
+
+    if profile not in PAPER_MODEL:
+        return
+    print(f"estimated inversion time per chapter at its default parameters (from the paper's Table S1 timings on its "
+          f"GPU, not a measurement; generation not estimated):")
+    for name in names:
+        try:
+            e = estimate(name, profile)
+        except (ValueError, KeyError):
+            continue
+        print(f"  {name:<22} {format_minutes(e['inversion_s']):>9}  ({e['generation']})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,13 +477,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: no notebooks found in {root / NOTEBOOKS}", file=sys.stderr)
                 return 2
             smoke = is_smoke(args.parameters, args.smoke)
-            print(f"executing {len(sources)} notebook(s) with: {' '.join(pm_args) or '(default parameters)'}")
+            chapter_args = {}
+            if args.profile:
+                device = args.device or "cuda"
+                sources, skipped, declared = profile_plan(sources, args.profile, root)
+                for name, why in skipped:
+                    print(f"skipped {name}: {why}")
+                chapter_args = {s.stem: profile_args(s.stem, declared[s.stem], args.profile, device, args.source,
+                                                     args.generation) for s in sources}
+                print_estimates([s.stem for s in sources], args.profile)
+            print(f"executing {len(sources)} notebook(s) with: {' '.join(pm_args) or '(default parameters)'}"
+                  + (f" + -p profile {args.profile} -p device {args.device or 'cuda'}" if args.profile else ""))
             print(f"  HF_HUB_OFFLINE={env['HF_HUB_OFFLINE']}  kernel cwd={root / NOTEBOOKS}  -> {out_dir}")
             results: list[Result] = []
             with tempfile.TemporaryDirectory(prefix="decinv-book-") as work:
                 for src in sources:
                     print(f"- {src.stem} ...", flush=True)
-                    res = execute(src, out_dir, root / "_build" / "failed-notebooks", pm_args, env, Path(work),
+                    res = execute(src, out_dir, root / "_build" / "failed-notebooks",
+                                  pm_args + chapter_args.get(src.stem, []), env, Path(work),
                                   args.cell_timeout, args.log_output, smoke)
                     print(f"  {res.status} in {res.seconds:.1f} s", flush=True)
                     results.append(res)
@@ -435,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
             tpath = out_dir / TIMINGS
             old = json.loads(tpath.read_text()) if tpath.exists() else {}
-            rows = [{**r.row(), "parameters": pm_args} for r in results]
+            rows = [{**r.row(), "parameters": pm_args + chapter_args.get(r.notebook, [])} for r in results]
             tpath.write_text(json.dumps(merge_timings(old, rows, meta), indent=2) + "\n")
             print("\n" + format_table([r.row() for r in results]))
             print(f"(timings written to {tpath.relative_to(root)})")

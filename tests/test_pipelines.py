@@ -7,7 +7,6 @@ Geometry: 16x16 images, 4x8x8 latents (a x2 VAE), CLIP width 32; the video stand
 """
 
 import io
-import json
 import sys
 
 import numpy as np
@@ -22,54 +21,17 @@ from decinv.experiments import make_instances, load_profile  # noqa: E402
 from decinv.models import ModelNotAvailableError  # noqa: E402
 from decinv.pipelines import (PROTOCOLS, PromptsNotAvailableError, TextToImage, TextToVideo,  # noqa: E402
                               load_prompts, load_text_to_image, paper_scheduler, pil_to_tensor)
+from tests import tiny_pipelines  # noqa: E402
+from tests.tiny_pipelines import write_clip_tokenizer  # noqa: E402,F401  (kept importable from here)
 
 PROFILE = {"sd21": "sd21", "instaflow": "sd15"}  # protocol -> the experiments profile that uses it
-PROMPTS = ["a red cat", "a blue dog on a hill", "moon"]
-
-
-def write_clip_tokenizer(folder):
-    """A CLIP BPE vocabulary of single letters (with and without the end-of-word mark) and no merges."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for c in "abcdefghijklmnopqrstuvwxyz":
-            vocab[c + suffix] = len(vocab)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return len(vocab)
+PROMPTS = tiny_pipelines.PROMPTS
 
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A random SD-architecture pipeline saved as StableDiffusionPipeline.save_pretrained writes it."""
-    from diffusers import AutoencoderKL, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    root = tmp_path_factory.mktemp("tiny_t2i")
-    n_vocab = write_clip_tokenizer(root / "vocab")
-    tokenizer = CLIPTokenizer(str(root / "vocab" / "vocab.json"), str(root / "vocab" / "merges.txt"),
-                              model_max_length=77)
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=n_vocab, hidden_size=32, intermediate_size=37,
-                                                num_hidden_layers=2, num_attention_heads=4,
-                                                max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                                                pad_token_id=1, projection_dim=32))
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
-                                layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=4, norm_num_groups=8)
-    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
-                        sample_size=16)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=paper_scheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(root / "pipe")
-    torch.manual_seed(1)  # the video stand-in: a random motion adapter matching the UNet's blocks
-    MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=2,
-                  motion_norm_num_groups=8, motion_max_seq_length=32).save_pretrained(root / "pipe" / "motion_adapter")
-    (root / "prompts.txt").write_text("\n".join(PROMPTS) + "\n\n")
-    return root
+    return tiny_pipelines.build(tmp_path_factory.mktemp("tiny_t2i"), PROMPTS)
 
 
 def load(folder, protocol):
@@ -242,7 +204,7 @@ def test_missing_model_names_the_repo_and_the_fix(tmp_path, monkeypatch):
 
 def test_make_instances_refuses_a_substitute(tiny_folder):
     model, pipeline = load(tiny_folder, "sd21")
-    with pytest.raises(ValueError, match="text-to-image pipeline"):
+    with pytest.raises(ValueError, match="text-to-image/video pipeline"):
         make_instances("sd21", model, None, 1, prompts=PROMPTS)
     with pytest.raises(ValueError, match="pipeline's own VAE"):
         make_instances("sd21", decinv.load_model(pipeline.pipe.vae, device="cpu"), pipeline, 1, prompts=PROMPTS)
