@@ -401,7 +401,8 @@ def run_watermark(pipeline, prompts, *, seed: int = 0, methods=PAPER_METHODS, di
                  ("predictions", "seconds", "peak_memory_bytes", "z0_nmse_db", "zT_nmse_db")}
     keys_dev = keys.to(model.device)
     diffusion = dict(guidance_scale=w, steps=steps, iterations=iterations)
-    bar = tqdm(total=3 * len(prompts), desc=f"watermark {pipeline.protocol.name}", disable=not progress)
+    bar = tqdm(total=3 * len(prompts), desc=f"watermark {pipeline.protocol.name}",  # $TQDM_DISABLE applies
+               **({} if progress else {"disable": True}))
     for i, prompt in enumerate(prompts):
         noises = watermarked_noises(pipeline, seed + i, keys, mask, channel)
         for key in range(3):
