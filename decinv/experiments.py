@@ -27,23 +27,27 @@ class Profile:
     """A model and its native image size; ``frames`` > 0 marks a video model (decoded frame-wise).
 
     ``protocol``: the `decinv.pipelines.PROTOCOLS` entry that generates this profile's instances with the real
-    text-to-image or text-to-video pipeline (None: the bundled tiny LDM's sampler)."""
+    text-to-image or text-to-video pipeline (None: the bundled tiny LDM's sampler).
+    ``chunk_size``: images (or frames) per autoencoder call that `load_profile` sets as the model's default
+    (``LatentModel.chunk_size``): a few 512² images keep a gradient-based run of the SD autoencoder within a 24 GB
+    GPU (the paper's Table 2 peak is 11.4 GB for one image with the whole pipeline loaded); None: all at once."""
 
     model: str
     height: int
     width: int
     frames: int = 0
     protocol: str | None = None
+    chunk_size: int | None = None
 
 
 PROFILES = {
     "tiny": Profile("tiny", 64, 64),  # bundled miniature v1 (x4), the default
     "tiny-v1": Profile("tiny-v1", 64, 64),  # the same, by its version name
     "tiny-v2": Profile("tiny-v2", 128, 128),  # bundled miniature v2 (x8 and 4 channels, like SD)
-    "sd21": Profile("sd21", 512, 512, protocol="sd21"),  # SD 2.1 base, DDIM-50, CFG 3.0
-    "sd15": Profile("sd15", 512, 512, protocol="instaflow"),  # InstaFlow-0.9B (SD 1.5's VAE), one step, CFG 1.0
+    "sd21": Profile("sd21", 512, 512, protocol="sd21", chunk_size=4),  # SD 2.1 base, DDIM-50, CFG 3.0
+    "sd15": Profile("sd15", 512, 512, protocol="instaflow", chunk_size=4),  # InstaFlow-0.9B (SD 1.5's VAE), one step, CFG 1.0
     # LaVie stand-in: AnimateDiff on SD 1.4, 16 frames of 320x512 decoded frame-wise by SD 1.4's VAE, CFG 7.5
-    "sd14-video": Profile("sd14", 320, 512, frames=16, protocol="animatediff"),
+    "sd14-video": Profile("sd14", 320, 512, frames=16, protocol="animatediff", chunk_size=8),
 }
 
 
@@ -104,6 +108,7 @@ def load_profile(name: str, device="auto", dtype=None, *, source=None, generatio
             said = ", ".join(f"{k}={v}" for k, v in changes.items())
             changes.setdefault("note", f"{pipeline.protocol.note}; CHANGED from the paper's protocol: {said}")
             pipeline = pipeline.with_protocol(**changes)
+        pipeline.vae.chunk_size = profile.chunk_size
         return pipeline.vae, pipeline, profile
     with_protocol = ", ".join(k for k, p in PROFILES.items() if p.protocol)
     if source is not None:

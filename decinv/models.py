@@ -72,7 +72,10 @@ class LatentModel:
     D; the quirks of other classes are in ``spec.quirks``). Both run without autograd unless asked (``grad=True`` in
     ``decode`` for the gradient-based baseline). The weights are frozen, so backward passes reach z only.
     ``chunk_size``: images or frames per call for image autoencoders; whole *videos* per call for temporal ones (a
-    temporal encoder/decoder's output depends on how a video is chunked, so a video is never split).
+    temporal encoder/decoder's output depends on how a video is chunked, so a video is never split). When a call
+    passes none, the attribute ``chunk_size`` applies (None: everything in one call); `decinv.experiments.load_profile`
+    sets it for the hub profiles, so that a chapter's whole instance set (e.g. 48 images of 512²) does not go through
+    the autoencoder at once on a GPU. Set ``model.chunk_size = k`` to fit another GPU; results do not depend on it.
 
     A non-finite E(x) from a finite x (16-bit overflow) raises `NonFiniteLatentError` instead of returning NaN; with
     ``upcast=True`` a float16 request on a VAE whose config sets ``force_upcast`` keeps it in float32, as diffusers
@@ -83,6 +86,7 @@ class LatentModel:
         self.spec = spec_for(type(vae).__name__)
         self.vae = vae.eval().requires_grad_(False)
         self.name, self.upcast, self.upcast_from = name, upcast, None
+        self.chunk_size: int | None = None  # default images/frames (temporal: videos) per call; None = all at once
         config = vae.config
         self.convention = latent_convention(vae)
         self.scaling_factor = float(getattr(config, "scaling_factor", None) or 1.0)
@@ -197,6 +201,7 @@ class LatentModel:
     def _batched(self, t: torch.Tensor, chunk_size: int | None, fn) -> torch.Tensor:
         lead = t.shape[:1] if self.temporal else t.shape[:-3]
         flat = t if self.temporal else t.reshape(-1, *t.shape[-3:])
+        chunk_size = chunk_size or self.chunk_size
         chunks = flat.split(chunk_size) if chunk_size else (flat,)
         out = torch.cat([fn(c) for c in chunks]) if len(chunks) > 1 else fn(flat)
         return out if self.temporal else out.reshape(*lead, *out.shape[1:])

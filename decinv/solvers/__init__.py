@@ -48,7 +48,8 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
     (default 100; the encoder takes none). Every method starts from E(x) and runs in the model's device and dtype.
     ``z_true``: the ground-truth latent, to trace NMSE. ``tol``: a sample whose residual falls below it is frozen
     (per-sample early stopping); the loop ends when all are. ``chunk_size``: images/frames per encoder/decoder call,
-    to bound memory. ``callback(StepInfo)`` runs after each iteration. Method options (``step_size``, ``alpha``,
+    to bound memory (default: ``model.chunk_size``, None for a model you load, set by the hub profiles).
+    ``callback(StepInfo)`` runs after each iteration. Method options (``step_size``, ``alpha``,
     ``beta``, ``lr``, ``schedule``, ``memory``, ...) are listed by `method_options`.
     """
     if method not in METHODS:
@@ -65,6 +66,7 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
     check_images(x, model.downsample)
+    chunk_size = chunk_size if chunk_size is not None else getattr(model, "chunk_size", None)  # the model's default
     # A temporal (3-D causal) autoencoder maps a whole video to a latent video: one item is a video, not a frame.
     item = 4 if getattr(model, "temporal", False) else 3
     if item == 4 and x.dim() != 5:
