@@ -10,7 +10,8 @@ video for LaVie, on the paper's GPUs: RTX 3090 Ti for SD 2.1, A100 for LaVie, RT
 chapter's cost is that slope times the inversion iterations its code runs at the given parameters (`workload`).
 Forward-step, inertial-KM and Anderson iterations evaluate the same E(D(z)) as a gradient-free Adam iteration and are
 costed as one; extra E(D(z)) evaluations a chapter makes for its analysis (e.g. the cocoercivity ratios of the
-gradient-based paths) are counted the same way. Not included: loading, the first encoding, decoding for figures,
+gradient-based paths) are counted the same way. The watermark chapter's diffusion inversions (and the encoding before
+them) are costed at Table 2's encoder runtime per image, which measured exactly that. Not included: loading, the first encoding, decoding for figures,
 and generating the instances (the paper reports no generation times, so that part is "not estimated"; the number of
 UNet evaluations it needs is given instead). The paper's 32-bit gradient-free runtimes include its code's fresh fp32
 copy of the VAE at every iteration (see the GPU page), so decinv's 32-bit runs should be faster than estimated.
@@ -104,10 +105,15 @@ def per_iteration_seconds(paper_model: str) -> dict:
 def unit_costs(paper_model: str) -> dict:
     """Seconds per instance-iteration for the three cost classes: ``free32``/``free16`` (one E(D(z)) in 32/16 bits:
     gradient-free Adam, forward step, inertial KM, Anderson) and ``grad32`` (D forward + backward, gradient-based
-    Adam; the mean of the paper's two learning-rate settings, which cost the same)."""
+    Adam; the mean of the paper's two learning-rate settings, which cost the same); and ``diffusion_inversion``,
+    seconds per image to encode it and invert the diffusion (50 guided DDIM steps for SD 2.1, 100 backward-Euler
+    iterations for InstaFlow): Table 2's encoder runtime, which is exactly that (NaN for LaVie, not in Table 2)."""
+    from decinv.watermark_pipelines import PAPER_TABLE2
+
     s = per_iteration_seconds(paper_model)
     return {"free32": s[("gradfree-adam", 32, "0.01 sched")][0], "free16": s[("gradfree-adam", 16, "0.01 sched")][0],
-            "grad32": (s[("gradient-adam", 32, "0.1 sched")][0] + s[("gradient-adam", 32, "0.01 fixed")][0]) / 2}
+            "grad32": (s[("gradient-adam", 32, "0.1 sched")][0] + s[("gradient-adam", 32, "0.01 fixed")][0]) / 2,
+            "diffusion_inversion": PAPER_TABLE2.get(paper_model, {}).get("runtime (s)", {}).get("Encoder", math.nan)}
 
 
 def notebook_defaults(name: str, root: Path | None = None) -> dict:
@@ -137,7 +143,7 @@ def workload(chapter: str, p: dict, frames: int = 0) -> dict:
     """Instance-iterations per cost class (``free32``, ``free16``, ``grad32``) that ``chapter``'s code runs with
     parameters ``p`` (its parameters cell's names), and ``instances`` generated. ``frames``: frames per instance of a
     video profile (chapter 4's video-memory runs count frames; F of them make one instance); 0 for images."""
-    w = {"free32": 0.0, "free16": 0.0, "grad32": 0.0}
+    w = {"free32": 0.0, "free16": 0.0, "grad32": 0.0, "diffusion_inversion": 0.0}
     per_frame = 1 / frames if frames else 1.0
     if chapter == "01_motivation":
         n = p["n_images"]
@@ -167,6 +173,13 @@ def workload(chapter: str, p: dict, frames: int = 0) -> dict:
         w["free32"] += video
         w["grad32"] += video
         instances = n
+    elif chapter == "05_watermark":
+        # the real-model section: 3 images per prompt, each decoder-inverted by the encoder, gradient-based and
+        # gradient-free Adam, then diffusion-inverted once per method and once more for the true z_0 (oracle row)
+        images = 3 * p["n_images"]
+        w["free32"] = w["grad32"] = images * p["dinv_steps"]
+        w["diffusion_inversion"] = images * 4
+        instances = images
     elif chapter == "08_anderson":
         w["free32"] = p["n_images"] * p["steps"] * (2 + len(p["memories"]))  # Adam, forward step, Anderson per m
         instances = p["n_images"]
@@ -176,7 +189,7 @@ def workload(chapter: str, p: dict, frames: int = 0) -> dict:
         w["free32"], w["grad32"], w["free16"] = 2 * calls, 2 * calls, calls  # (timed twice: warm-up of both runs)
         instances = 0
     else:
-        raise ValueError(f"no workload model for chapter {chapter!r}; known: 01-04, 06, 08.")
+        raise ValueError(f"no workload model for chapter {chapter!r}; known: 01-06, 08.")
     return {**w, "instances": instances}
 
 
@@ -203,15 +216,17 @@ def estimate(chapter: str, profile: str, params: dict | None = None, root: Path 
     paper = PAPER_MODEL[profile]
     costs = unit_costs(paper)
     w = workload(chapter, p, get_profile(profile).frames)
-    by_class = {k: w[k] * costs[k] for k in costs}
+    by_class = {k: w[k] * costs[k] for k in costs if w[k]}  # a class the chapter never runs costs nothing
     calls = generation_unet_calls(profile) * w["instances"]
     return {"chapter": chapter, "profile": profile, "inversion_s": sum(by_class.values()), "by_class": by_class,
-            "iterations": {k: w[k] for k in costs}, "instances": w["instances"], "unet_calls": calls,
+            "iterations": {k: w[k] for k in ("free32", "free16", "grad32")},
+            "diffusion_inversions": w["diffusion_inversion"], "instances": w["instances"], "unet_calls": calls,
             "generation": f"not estimated ({calls} UNet evaluations)" if calls else "none",
             "basis": f"paper Table S1, {paper} on {PAPER_GPU[paper]}"}
 
 
-ESTIMATED_CHAPTERS = ("01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "08_anderson", "06_gpu")
+ESTIMATED_CHAPTERS = ("01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "05_watermark",
+                      "08_anderson", "06_gpu")
 
 
 def estimates_table(profiles=HUB, chapters=ESTIMATED_CHAPTERS, root: Path | None = None):
@@ -222,6 +237,8 @@ def estimates_table(profiles=HUB, chapters=ESTIMATED_CHAPTERS, root: Path | None
     rows = []
     for profile in profiles:
         for chapter in chapters:
+            if not can_run(chapter, profile)[0]:  # e.g. the watermark chapter has no video protocol
+                continue
             e = estimate(chapter, profile, root=root)
             rows.append({"profile": profile, "chapter": chapter, "instances": e["instances"],
                          "estimated inversion time (min)": round(e["inversion_s"] / 60, 1),

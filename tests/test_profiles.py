@@ -264,3 +264,37 @@ def test_make_book_default_is_unchanged_and_profile_is_one_switch():
         or default == ["OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/build_book.py"]
     profiled = [line for line in dry("PROFILE=sd21", "DEVICE=cuda").splitlines() if "build_book.py" in line]
     assert profiled and profiled[0].split("build_book.py", 1)[1].split() == ["--profile", "sd21", "--device", "cuda"]
+
+
+def test_the_watermark_chapter_is_costed_from_table_2_and_only_for_image_profiles():
+    e = chapters.estimate("05_watermark", "sd21", {"n_images": 2, "dinv_steps": 100})
+    costs = chapters.unit_costs("SD2.1")
+    assert e["iterations"] == {"free32": 600, "free16": 0, "grad32": 600} and e["diffusion_inversions"] == 24
+    assert math.isclose(e["inversion_s"], 600 * (costs["free32"] + costs["grad32"]) + 24 * 5.66)
+    # the per-image total lands near Table 2's three runtimes plus one more diffusion inversion (the oracle row)
+    assert abs(e["inversion_s"] / 6 - (5.66 + 38.0 + 22.9 + 5.66)) < 3
+    table = chapters.estimates_table()
+    assert set(table[table["chapter"] == "05_watermark"]["profile"]) == {"sd21", "sd15"}
+
+
+def test_hub_profiles_chunk_the_autoencoder_by_default_and_results_do_not_depend_on_it(folder, monkeypatch):
+    """load_profile sets LatentModel.chunk_size for the hub profiles (a chapter's 48 images of 512² must not go
+    through the VAE at once on a GPU); invert and encode/decode use it when the call passes none, and the chunked
+    result equals the unchunked one."""
+    model, pipeline, prof = load_profile("sd21", "cpu", source=folder / "pipe", generation={"steps": 2})
+    assert model.chunk_size == prof.chunk_size == 4
+    inst = make_instances("sd21", model, pipeline, 6, prompts=PROMPTS[:1] * 6)
+    seen = []
+    original = model._decode_items
+    monkeypatch.setattr(model, "_decode_items", lambda z: (seen.append(len(z)), original(z))[1])
+    for method in ("gradfree-adam", "gradient-adam"):
+        seen.clear()
+        chunked = decinv.invert(inst.x, model, method, 3, lr=0.01, progress=False)
+        assert max(seen) == 4 and len(seen) >= 2, (method, seen)
+        model.chunk_size = None
+        seen.clear()
+        whole = decinv.invert(inst.x, model, method, 3, lr=0.01, progress=False)
+        assert seen and max(seen) == 6
+        model.chunk_size = 4
+        torch.testing.assert_close(chunked.z, whole.z, rtol=1e-4, atol=1e-5)
+    assert load_profile("tiny", "cpu")[0].chunk_size is None
