@@ -26,23 +26,24 @@ from pathlib import Path
 
 import numpy as np
 
-# Paper Table S1 (a/b/c) (paper-notes §5.4): per setting, (iterations, runtime in s per image; per video for LaVie).
+# Paper Table S1 (a/b/c) (paper-notes §5.4): per setting, ([(iterations, NMSE dB, runtime s per image; per video for
+# LaVie), ...], peak memory GB). Chapter 6 draws it; the estimates below use its runtimes.
 PAPER_S1 = {
     "SD2.1": {
-        ("gradient-adam", 32, "0.1 sched"): [(20, 6.11), (30, 9.31), (50, 15.7), (100, 31.7)],
-        ("gradient-adam", 32, "0.01 fixed"): [(20, 6.29), (30, 9.37), (50, 16.0), (100, 32.8)],
-        ("gradfree-adam", 32, "0.01 sched"): [(20, 3.34), (50, 8.53), (100, 17.7), (200, 34.5)],
-        ("gradfree-adam", 16, "0.01 sched"): [(20, 1.91), (50, 4.90), (100, 9.56), (200, 19.3)]},
+        ("gradient-adam", 32, "0.1 sched"): ([(20, -15.92, 6.11), (30, -17.84, 9.31), (50, -20.69, 15.7), (100, -24.82, 31.7)], 8.83),
+        ("gradient-adam", 32, "0.01 fixed"): ([(20, -18.61, 6.29), (30, -19.51, 9.37), (50, -20.93, 16.0), (100, -23.00, 32.8)], 8.83),
+        ("gradfree-adam", 32, "0.01 sched"): ([(20, -19.39, 3.34), (50, -20.84, 8.53), (100, -21.71, 17.7), (200, -21.85, 34.5)], 3.81),
+        ("gradfree-adam", 16, "0.01 sched"): ([(20, -18.74, 1.91), (50, -20.82, 4.90), (100, -21.72, 9.56), (200, -21.86, 19.3)], 3.15)},
     "LaVie": {
-        ("gradient-adam", 32, "0.1 sched"): [(20, 24.86), (30, 37.07), (50, 61.37), (100, 122.31)],
-        ("gradient-adam", 32, "0.01 fixed"): [(20, 25.11), (30, 37.11), (50, 61.67), (100, 122.46)],
-        ("gradfree-adam", 32, "0.01 sched"): [(20, 12.96), (50, 32.17), (100, 64.25), (200, 128.34)],
-        ("gradfree-adam", 16, "0.01 sched"): [(20, 8.59), (50, 21.19), (100, 42.28), (200, 83.45)]},
+        ("gradient-adam", 32, "0.1 sched"): ([(20, -17.35, 24.86), (30, -18.12, 37.07), (50, -19.58, 61.37), (100, -22.20, 122.31)], 64.7),
+        ("gradient-adam", 32, "0.01 fixed"): ([(20, -19.06, 25.11), (30, -19.68, 37.11), (50, -20.66, 61.67), (100, -22.14, 122.46)], 64.7),
+        ("gradfree-adam", 32, "0.01 sched"): ([(20, -20.21, 12.96), (50, -21.42, 32.17), (100, -21.58, 64.25), (200, -21.21, 128.34)], 11.7),
+        ("gradfree-adam", 16, "0.01 sched"): ([(20, -19.86, 8.59), (50, -21.37, 21.19), (100, -21.52, 42.28), (200, -21.14, 83.45)], 7.13)},
     "InstaFlow": {
-        ("gradient-adam", 32, "0.1 sched"): [(20, 6.29), (30, 9.55), (50, 16.12), (100, 32.54)],
-        ("gradient-adam", 32, "0.01 fixed"): [(20, 6.30), (30, 9.51), (50, 15.92), (100, 32.14)],
-        ("gradfree-adam", 32, "0.01 sched"): [(20, 3.17), (50, 8.34), (100, 16.90), (200, 34.21)],
-        ("gradfree-adam", 16, "0.01 sched"): [(20, 1.89), (50, 4.93), (100, 9.99), (200, 20.04)]},
+        ("gradient-adam", 32, "0.1 sched"): ([(20, -15.67, 6.29), (30, -16.22, 9.55), (50, -17.26, 16.12), (100, -19.15, 32.54)], 8.38),
+        ("gradient-adam", 32, "0.01 fixed"): ([(20, -15.94, 6.30), (30, -16.40, 9.51), (50, -17.14, 15.92), (100, -18.33, 32.14)], 8.38),
+        ("gradfree-adam", 32, "0.01 sched"): ([(20, -16.55, 3.17), (50, -17.46, 8.34), (100, -17.76, 16.90), (200, -17.81, 34.21)], 3.2),
+        ("gradfree-adam", 16, "0.01 sched"): ([(20, -16.38, 1.89), (50, -17.46, 4.93), (100, -17.76, 9.99), (200, -17.82, 20.04)], 2.62)},
 }
 PAPER_GPU = {"SD2.1": "RTX 3090 Ti 24 GB", "LaVie": "A100 SXM4 80 GB", "InstaFlow": "RTX 3090 24 GB"}
 PAPER_MODEL = {"sd21": "SD2.1", "sd15": "InstaFlow", "sd14-video": "LaVie"}  # profile -> the paper's LDM it stands for
@@ -95,8 +96,8 @@ def per_iteration_seconds(paper_model: str) -> dict:
     """{(method, bits, lr): (slope s/iteration, intercept s)} of the paper's Table S1 for ``paper_model`` (per image;
     per video for LaVie), by least squares of runtime against iterations."""
     out = {}
-    for key, points in PAPER_S1[paper_model].items():
-        it, secs = (np.asarray(v, dtype=float) for v in zip(*points))
+    for key, (points, _) in PAPER_S1[paper_model].items():
+        it, _, secs = (np.asarray(v, dtype=float) for v in zip(*points))
         slope, intercept = np.polyfit(it, secs, 1)
         out[key] = (float(slope), float(intercept))
     return out

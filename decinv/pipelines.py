@@ -229,6 +229,20 @@ def load_text_to_image(protocol: str | Protocol = "sd21", source: str | os.PathL
 # --------------------------------------------------------------------------------------------------- generation
 
 
+def guided_output(unet, z: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor | None, w: float):
+    """Classifier-free guidance as diffusers' pipelines apply it:
+
+        out = out_u + w (out_c − out_u),   out_· = unet(z, t, text embedding ·)      (w > 1, uncond given)
+        out = unet(z, t, cond)                                                       (otherwise)
+
+    one UNet call on the doubled batch [uncond; cond] when guided. ``z`` (B, C, h, w); ``t`` a 0-d timestep tensor
+    (the UNet expands it to the batch); returns (B, C, h, w): ε for SD, the velocity v for a rectified flow."""
+    if uncond is None or w <= 1.0:
+        return unet(z, t, encoder_hidden_states=cond).sample
+    out_u, out_c = unet(torch.cat([z, z]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
+    return out_u + w * (out_c - out_u)
+
+
 def pil_to_tensor(image) -> torch.Tensor:
     """An 8-bit RGB PIL image -> (3, H, W) float32 in [-1, 1], as the paper's ``transform_img`` (ToTensor, 2x-1)."""
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
@@ -325,18 +339,13 @@ class TextToImage:
         w = self.protocol.guidance_scale if guidance_scale is None else guidance_scale
         device, guided = pipe.unet.device, w > 1.0
         cond, uncond = pipe.encode_prompt(prompt, device, 1, guided)
-        embeds = torch.cat([uncond, cond]) if guided else cond
         height, width = self.size
         f = pipe.vae_scale_factor
         shape = (1, pipe.unet.config.in_channels, height // f, width // f)
-        z = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype) if latents is None else latents
+        z = randn_tensor(shape, generator=generator, device=device, dtype=cond.dtype) if latents is None else latents
         for i in range(steps):
-            t = torch.full((len(embeds),), 1000.0 * (1 - i / steps), device=device)
-            v = pipe.unet(torch.cat([z] * len(embeds)), t, encoder_hidden_states=embeds).sample
-            if guided:
-                v_uncond, v_cond = v.chunk(2)
-                v = v_uncond + w * (v_cond - v_uncond)
-            z = z + v / steps
+            t = torch.tensor(1000.0 * (1 - i / steps), device=device)
+            z = z + guided_output(pipe.unet, z, t, cond, uncond, w) / steps
         decoded = pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample
         return z, pipe.image_processor.postprocess(decoded, output_type="pil")[0]
 

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from decinv import watermark as wm
 from decinv.measure import measure
 from decinv.metrics import nmse_db
+from decinv.pipelines import guided_output
 from decinv.solvers import invert
 
 WATERMARK_GUIDANCE = {"diffusion": 7.5, "rectified-flow": 1.0}
@@ -148,20 +149,6 @@ def _embeddings(pipe, prompts: list[str], guided: bool):
     return cond, (uncond if guided else None)
 
 
-def guided_output(unet, z: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor | None, w: float):
-    """Classifier-free guidance as diffusers' pipelines apply it:
-
-        out = out_u + w (out_c − out_u),   out_· = unet(z, t, text embedding ·)      (w > 1, uncond given)
-        out = unet(z, t, cond)                                                       (otherwise)
-
-    one UNet call on the doubled batch [uncond; cond] when guided. ``z`` (B, C, h, w); ``t`` a scalar timestep or a
-    (B,) / (2B,) tensor; returns (B, C, h, w): ε for SD, the velocity v for a rectified flow."""
-    if uncond is None or w <= 1.0:
-        return unet(z, t, encoder_hidden_states=cond).sample
-    out_u, out_c = unet(torch.cat([z, z]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample.chunk(2)
-    return out_u + w * (out_c - out_u)
-
-
 # ----------------------------------------------------------------------------------------------------- generate
 
 
@@ -263,11 +250,10 @@ def invert_flow(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: float | 
     _check_latents(pipeline, z0, "z0", batch=len(prompts))
     pipe, w, steps = pipeline.pipe, _guidance(pipeline, guidance_scale), _steps(pipeline, steps)
     cond, uncond = _embeddings(pipe, prompts, w > 1.0)
-    n = len(cond) * (2 if uncond is not None and w > 1.0 else 1)
     device = pipe.unet.device
 
     def velocity(z, t):
-        return guided_output(pipe.unet, z, torch.full((n,), t, device=device), cond, uncond, w)
+        return guided_output(pipe.unet, z, torch.tensor(t, device=device), cond, uncond, w)
 
     return backward_euler(velocity, z0.to(device, pipe.unet.dtype), steps, iterations).to(z0.dtype)
 
@@ -420,9 +406,9 @@ def run_watermark(pipeline, prompts, *, seed: int = 0, methods=PAPER_METHODS, di
                     np.nan if cost.peak_memory_bytes is None else float(cost.peak_memory_bytes))
                 run.memory_kind = cost.memory_kind
             if oracles:
-                _record(per_image, ORACLES[0], z_T, keys_dev, mask, channel, z0, z_T, z0)
+                _record(per_image, ORACLES[0], z_T, keys_dev, mask, channel, z0, z_T, None)
                 _record(per_image, ORACLES[1], invert_diffusion(pipeline, z0, [prompt], **diffusion), keys_dev,
-                        mask, channel, z0, z_T, z0)
+                        mask, channel, z0, z_T, None)
             bar.update()
     bar.close()
     for name, values in per_image.items():
@@ -432,9 +418,10 @@ def run_watermark(pipeline, prompts, *, seed: int = 0, methods=PAPER_METHODS, di
 
 
 def _record(per_image, label, z_T_hat, keys, mask, channel, z0, z_T, z0_hat):
-    """Append the prediction and the z_0 / z_T NMSE (dB) of one image to ``per_image[...][label]``."""
+    """Append the prediction and the z_0 / z_T NMSE (dB) of one image to ``per_image[...][label]`` (z_0 NMSE NaN for
+    an oracle, ``z0_hat`` None: it starts from the true z_0)."""
     per_image["predictions"][label].append(int(wm.classify(z_T_hat.float(), keys, mask, channel)[0]))
-    per_image["z0_nmse_db"][label].append(float(nmse_db(z0_hat.float(), z0.float())[0]))
+    per_image["z0_nmse_db"][label].append(np.nan if z0_hat is None else float(nmse_db(z0_hat.float(), z0.float())[0]))
     per_image["zT_nmse_db"][label].append(float(nmse_db(z_T_hat.float(), z_T.float())[0]))
 
 
