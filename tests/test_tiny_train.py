@@ -45,6 +45,34 @@ def test_interrupted_vae_training_resumes_to_the_same_weights(tmp_path, monkeypa
         assert torch.equal(resumed["disc"][name], tensor), name
 
 
+def test_learning_rate_schedules_warm_up_then_decay_or_hold():
+    rates = {}
+    for kind in ("cosine", "constant"):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = train._lr_schedule(opt, steps=1000, kind=kind)
+        seen = []
+        for _ in range(1000):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        rates[kind] = seen
+    for seen in rates.values():
+        assert seen[0] == pytest.approx(0.01) and seen[99] == pytest.approx(1.0)  # the same 100-step warm-up
+    assert rates["constant"][-1] == 1.0 and rates["cosine"][-1] == pytest.approx(0.05, abs=1e-3)
+    with pytest.raises(ValueError, match="constant"):
+        train._lr_schedule(opt, 10, "linear")
+
+
+def test_snapshots_keep_the_checkpoint_of_every_probe_step(tmp_path):
+    train.train_vae(tmp_path, steps=4, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
+                    probe=False, schedule="constant", snapshots=True)
+    last = torch.load(tmp_path / "vae.pt", weights_only=False)
+    two, four = (torch.load(tmp_path / f"vae-step{n}.pt", weights_only=False) for n in (2, 4))
+    assert two["step"] == 2 and four["step"] == 4 and last["log"]["lr_schedule"] == "constant"
+    assert all(torch.equal(four["model"][k], v) for k, v in last["model"].items())
+    assert not all(torch.equal(two["model"][k], v) for k, v in last["model"].items())
+
+
 def test_adaptive_adversarial_weight_balances_the_two_gradients():
     w = torch.ones(3, requires_grad=True)
     rec, gen = (2 * w).sum(), (0.5 * w).sum()  # gradients 2 and 0.5 per entry: ratio 4
@@ -55,8 +83,9 @@ def test_regime_probe_reports_encoder_and_adam_nmse():
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    out = train.regime_probe(AutoencoderKL(**train.VAE_CONFIG_V2), 128, n=2, steps=3)
-    assert set(out) == {"encoder_nmse_db", "gradfree_adam_3_nmse_db"}
+    out = train.regime_probe(AutoencoderKL(**train.VAE_CONFIG_V2), 128, n=2, horizons=(3, 5))
+    assert set(out) == {"encoder_nmse_db", "gradfree_adam_3_nmse_db", "gradfree_adam_5_nmse_db"}
+    assert out["gradfree_adam_3_nmse_db"] != out["gradfree_adam_5_nmse_db"]  # one run per horizon
     assert all(v == v and abs(v) < 100 for v in out.values())
 
 

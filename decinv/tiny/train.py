@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -128,10 +129,18 @@ def _save_checkpoint(path: Path, step, model, optimizer, scheduler, log, generat
     tmp.replace(path)  # never leave a half-written checkpoint
 
 
-def _cosine(optimizer, steps: int, warmup: int = 100):
+def _lr_schedule(optimizer, steps: int, kind: str = "cosine", warmup: int = 100):
+    """Linear warm-up over ``warmup`` steps, then ``"cosine"``: a half cosine from the peak down to 5 % of it at
+    ``steps``; or ``"constant"``: the peak to the end. (The probes found the annealed v2 autoencoder leaving the
+    paper's inversion regime as its rate decayed, so the constant schedule is the control.)"""
+    if kind not in ("cosine", "constant"):
+        raise ValueError(f"unknown learning-rate schedule {kind!r}; choose 'cosine' or 'constant'.")
+
     def factor(i):
         if i < warmup:
             return (i + 1) / warmup
+        if kind == "constant":
+            return 1.0
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - warmup) / max(1, steps - warmup))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -189,10 +198,11 @@ def adaptive_adversarial_weight(rec_loss, gen_loss, last_layer: torch.Tensor, ca
 
 
 @torch.no_grad()
-def regime_probe(vae, size: int, n: int = 8, steps: int = 50) -> dict:
+def regime_probe(vae, size: int, n: int = 8, horizons: tuple[int, ...] = (50,)) -> dict:
     """Is the autoencoder in the paper's regime? On-manifold held-out instances (z* = E(x), x = 8-bit D(z*)):
-    NMSE of the encoder and of gradient-free Adam (lr 0.01, paper schedule) in dB. Runs on a copy, with the
-    scaling factor set from these latents (Adam's lr is in scaled-latent units)."""
+    NMSE in dB of the encoder and of gradient-free Adam (lr 0.01, the paper's schedule, one run per horizon in
+    ``horizons``, keys ``gradfree_adam_<h>_nmse_db``). Runs on a copy, with the scaling factor set from these
+    latents (Adam's lr is in scaled-latent units). Cost: n images x sum(horizons) E+D passes."""
     import copy
 
     import decinv
@@ -206,10 +216,12 @@ def regime_probe(vae, size: int, n: int = 8, steps: int = 50) -> dict:
     model = LatentModel(probe)
     z_true = model.encode(x)
     x8 = quantize_8bit(model.decode(z_true))
-    enc = decinv.invert(x8, model, "encoder", progress=False)
-    adam = decinv.invert(x8, model, "gradfree-adam", steps, lr=0.01, progress=False)
-    return {"encoder_nmse_db": float(decinv.nmse_db(enc.z, z_true).mean()),
-            f"gradfree_adam_{steps}_nmse_db": float(decinv.nmse_db(adam.z, z_true).mean())}
+    out = {"encoder_nmse_db": float(decinv.nmse_db(decinv.invert(x8, model, "encoder", progress=False).z,
+                                                  z_true).mean())}
+    for steps in horizons:
+        adam = decinv.invert(x8, model, "gradfree-adam", steps, lr=0.01, progress=False)
+        out[f"gradfree_adam_{steps}_nmse_db"] = float(decinv.nmse_db(adam.z, z_true).mean())
+    return out
 
 
 @torch.no_grad()
@@ -235,17 +247,21 @@ def sample_probe(unet, vae, noise_scheduler, n: int = 16, ddim_steps: int = 50) 
 
 
 def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, device: str, every: int,
-              recipe: str = "v2", adv_weight: float = 0.0, adv_start: float = 0.5, probe: bool = True) -> None:
+              recipe: str = "v2", adv_weight: float = 0.0, adv_start: float = 0.5, probe: bool = True,
+              schedule: str = "cosine", probe_horizons: tuple[int, ...] = (50,), snapshots: bool = False) -> None:
     """Reconstruction L1 + L2 + kl_weight * KL; with ``adv_weight`` > 0, plus a hinge PatchGAN term from
     ``adv_start`` (fraction of the steps) on, weighted adaptively (`adaptive_adversarial_weight`) times adv_weight.
-    Every ``every`` steps: held-out PSNR, and (``probe``) the `regime_probe`, both written to the log."""
+    AdamW at ``lr`` under `_lr_schedule` ``schedule``.
+    Every ``every`` steps: held-out PSNR, and (``probe``) the `regime_probe` at ``probe_horizons``, both written to
+    the log; with ``snapshots`` the checkpoint is also kept as ``vae-step<N>.pt`` (copy one to ``vae.pt`` in a
+    fresh work folder to export, resume or train a UNet from that point)."""
     from diffusers import AutoencoderKL
 
     spec = _recipe(recipe)
     torch.manual_seed(0)
     vae = AutoencoderKL(**spec["vae"]).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = _cosine(optimizer, steps)
+    scheduler = _lr_schedule(optimizer, steps, schedule)
     disc = d_opt = None
     if adv_weight > 0:
         # its own seed, outside torch's global generator: up to adv_start the run is bit for bit the run without
@@ -265,6 +281,7 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
             raise ValueError(f"{ckpt} is at step {start}, past adv_start, but has no discriminator: it is not a "
                              "checkpoint of this run.")
     log.setdefault("regime", [])
+    log["lr_schedule"] = schedule
     log["threads"], log["device"] = torch.get_num_threads(), device  # per stage: stages may run with different settings
     levels = data.pyramid(data.TRAIN_IMAGES)
     t0, running = time.perf_counter() - log["seconds"], []
@@ -291,12 +308,14 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
         if (step + 1) % every == 0 or step + 1 == steps:
             log["heldout_psnr"].append([step + 1, heldout_psnr(vae.eval(), device, spec["size"])])
             if probe:
-                log["regime"].append([step + 1, regime_probe(vae, spec["size"])])
+                log["regime"].append([step + 1, regime_probe(vae, spec["size"], horizons=probe_horizons)])
             vae.train()
             log["seconds"] = time.perf_counter() - t0
             tqdm.write(f"vae step {step + 1}: loss {loss.item():.4f}, held-out PSNR {log['heldout_psnr'][-1][1]:.2f} dB, "
                        f"regime {log['regime'][-1][1] if probe else '-'}")
             _save_checkpoint(ckpt, step + 1, vae, optimizer, scheduler, log, generator, disc, d_opt)
+            if snapshots:
+                shutil.copyfile(ckpt, work / f"vae-step{step + 1}.pt")
     log["seconds"] = time.perf_counter() - t0
     _save_checkpoint(ckpt, steps, vae, optimizer, scheduler, log, generator, disc, d_opt)
 
@@ -355,7 +374,7 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
         raise ValueError(f"channels must be three multiples of 16 (the norm groups), got {channels!r}.")
     unet = UNet2DModel(**config).to(device)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = _cosine(optimizer, steps)
+    scheduler = _lr_schedule(optimizer, steps)
     ckpt = work / "unet.pt"
     start, log, generator = _load_checkpoint(ckpt, unet, optimizer, scheduler)
     ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay > 0 else None
@@ -436,6 +455,12 @@ def main(argv: list[str] | None = None) -> None:
                             help=f"default: v2 {DEFAULTS['v2'][name]}, v1 {DEFAULTS['v1'][name]}")
     parser.add_argument("--unet-channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
                         help="the UNet's block_out_channels, e.g. 64,128,128 (default 48,96,96)")
+    parser.add_argument("--vae-schedule", choices=("cosine", "constant"), default="cosine",
+                        help="the autoencoder's learning rate after warm-up: cosine decay (default) or constant")
+    parser.add_argument("--probe-horizons", type=lambda v: tuple(int(c) for c in v.split(",")), default=(50,),
+                        help="gradient-free Adam horizons of the VAE's regime probe, e.g. 20,50,100,200 (default 50)")
+    parser.add_argument("--snapshots", action="store_true",
+                        help="keep the VAE checkpoint of every probe step as vae-step<N>.pt in --work")
     parser.add_argument("--scale-crops", type=int, default=2048, help="training crops that fix scaling_factor")
     args = parser.parse_args(argv)
     for name, value in DEFAULTS[args.recipe].items():
@@ -447,7 +472,8 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.stage in ("vae", "all"):
         train_vae(args.work, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, args.device, args.every,
-                  args.recipe, args.adv_weight, args.adv_start)
+                  args.recipe, args.adv_weight, args.adv_start, schedule=args.vae_schedule,
+                  probe_horizons=args.probe_horizons, snapshots=args.snapshots)
     if args.stage in ("export-vae", "all"):
         export_vae(args.work, args.out, args.scale_crops, args.recipe)
     if args.stage in ("unet", "all"):
