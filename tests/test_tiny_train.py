@@ -71,6 +71,9 @@ def test_snapshots_keep_the_checkpoint_of_every_probe_step(tmp_path):
     assert two["step"] == 2 and four["step"] == 4 and last["log"]["lr_schedule"] == "constant"
     assert all(torch.equal(four["model"][k], v) for k, v in last["model"].items())
     assert not all(torch.equal(two["model"][k], v) for k, v in last["model"].items())
+    with pytest.raises(ValueError, match="--vae-schedule constant"):  # resuming under the other schedule
+        train.train_vae(tmp_path, steps=6, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
+                        probe=False)
 
 
 def test_adaptive_adversarial_weight_balances_the_two_gradients():

@@ -96,10 +96,12 @@ def heldout_psnr(vae, device: str, size: int = data.CROP) -> float:
     return psnr_db(vae.decode(vae.encode(x).latent_dist.mode()).sample, x)
 
 
-def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict, torch.Generator]:
+def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict, torch.Generator, dict]:
+    """Restore a run from ``path`` if it exists: (step, log, data generator, the whole saved dict for the stage's
+    own extras, e.g. the discriminator or the EMA; empty for a fresh run)."""
     generator = torch.Generator()
     if not path.exists():
-        return 0, {"loss": [], "heldout_psnr": [], "seconds": 0.0}, generator.manual_seed(0)
+        return 0, {"loss": [], "heldout_psnr": [], "seconds": 0.0}, generator.manual_seed(0), {}
     state = torch.load(path, weights_only=False)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -111,7 +113,7 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict
         torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["step"], state["log"], generator
+    return state["step"], state["log"], generator, state
 
 
 def _save_checkpoint(path: Path, step, model, optimizer, scheduler, log, generator, disc=None, d_opt=None,
@@ -271,9 +273,8 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
             disc = PatchDiscriminator().to(device)
         d_opt = torch.optim.AdamW(disc.parameters(), lr=lr / 4, betas=(0.5, 0.9))
     ckpt = work / "vae.pt"
-    start, log, generator = _load_checkpoint(ckpt, vae, optimizer, scheduler)
-    if disc is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+    start, log, generator, state = _load_checkpoint(ckpt, vae, optimizer, scheduler)
+    if disc is not None and state:
         if "disc" in state:  # absent in a checkpoint of the run without the term (before adv_start)
             disc.load_state_dict(state["disc"])
             d_opt.load_state_dict(state["d_opt"])
@@ -281,6 +282,9 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
             raise ValueError(f"{ckpt} is at step {start}, past adv_start, but has no discriminator: it is not a "
                              "checkpoint of this run.")
     log.setdefault("regime", [])
+    if state and log.get("lr_schedule", "cosine") != schedule:  # logs before the option were all cosine
+        raise ValueError(f"{ckpt} was trained with the {log.get('lr_schedule', 'cosine')!r} learning-rate schedule; "
+                         f"resume it with --vae-schedule {log.get('lr_schedule', 'cosine')} or use a fresh --work.")
     log["lr_schedule"] = schedule
     log["threads"], log["device"] = torch.get_num_threads(), device  # per stage: stages may run with different settings
     levels = data.pyramid(data.TRAIN_IMAGES)
@@ -376,10 +380,10 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
     scheduler = _lr_schedule(optimizer, steps)
     ckpt = work / "unet.pt"
-    start, log, generator = _load_checkpoint(ckpt, unet, optimizer, scheduler)
+    start, log, generator, state = _load_checkpoint(ckpt, unet, optimizer, scheduler)
     ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay > 0 else None
-    if ema is not None and start > 0:
-        ema.load_state_dict(torch.load(ckpt, weights_only=False)["ema"])
+    if ema is not None and state:
+        ema.load_state_dict(state["ema"])
 
     def averaged():
         if ema is None:
