@@ -7,7 +7,7 @@
 """
 
 from decinv.autoencoders import UnsupportedAutoencoderError
-from decinv.metrics import cocoercivity_ratio, mean_ci, nmse, nmse_db, psnr
+from decinv.metrics import cocoercivity_ratio, jacobian_extremes, mean_ci, nmse, nmse_db, psnr
 from decinv.models import LatentModel, ModelNotAvailableError, NonFiniteLatentError, PRESETS, load_model, load_pipeline
 from decinv.solvers import METHODS, InversionResult, StepInfo, Trace, invert, method_options
 
@@ -15,4 +15,4 @@ __version__ = "0.1.0"
 __all__ = ["invert", "load_model", "load_pipeline", "LatentModel", "InversionResult", "Trace", "StepInfo",
            "METHODS", "method_options", "PRESETS", "ModelNotAvailableError", "NonFiniteLatentError",
            "UnsupportedAutoencoderError", "nmse", "nmse_db", "psnr",
-           "cocoercivity_ratio", "mean_ci"]
+           "cocoercivity_ratio", "jacobian_extremes", "mean_ci"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from decinv.metrics import cocoercivity_ratio, mean_ci, nmse, nmse_db, psnr
+from decinv.metrics import cocoercivity_ratio, jacobian_extremes, mean_ci, nmse, nmse_db, psnr
 
 
 def test_nmse_is_per_sample_and_scale_free():
@@ -42,3 +42,27 @@ def test_mean_ci_matches_t_interval():
     assert mean == 2.5
     assert half == pytest.approx(3.182446 * np.std(values, ddof=1) / 2, rel=1e-5)
     assert math.isnan(mean_ci([1.0])[1])
+
+
+def _linear_ed(eigenvalues, seed=0):
+    """z -> A z + c on (B, 1, 2, 4) latents, A symmetric with the given eigenvalues in a random basis."""
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    a = q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T
+    return lambda z: (z.flatten(1) @ a.T).view(z.shape) + 0.3
+
+
+def test_jacobian_extremes_find_the_largest_and_the_leftmost_eigenvalue():
+    z = torch.randn(2, 1, 2, 4, dtype=torch.float64)
+    top, left = jacobian_extremes(_linear_ed([2.0, 1.5, 1.0, 0.9, 0.5, 0.2, 0.1, -0.6]), z, iters=300)
+    assert top.shape == left.shape == (2,)
+    assert torch.allclose(top, torch.full((2,), 2.0, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(left, torch.full((2,), -0.6, dtype=torch.float64), atol=1e-3)
+    # a monotone map (all eigenvalues >= 0): no direction with <Jv, v> < 0 is reported
+    _, left = jacobian_extremes(_linear_ed([2.0, 1.0, 0.8, 0.5, 0.4, 0.3, 0.2, 0.1]), z, iters=300)
+    assert torch.all(left > 0.05)
+    # the largest |eigenvalue| negative: still top = the largest, leftmost = the most negative
+    top, left = jacobian_extremes(_linear_ed([0.8, 0.5, 0.3, 0.1, 0.0, -0.2, -1.0, -2.5]), z, iters=300)
+    assert torch.allclose(top, torch.full((2,), 0.8, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(left, torch.full((2,), -2.5, dtype=torch.float64), atol=1e-3)
+    with pytest.raises(ValueError, match="iters"):
+        jacobian_extremes(_linear_ed([1.0] * 8), z, iters=0)

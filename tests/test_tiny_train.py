@@ -89,6 +89,10 @@ def test_regime_probe_reports_encoder_and_adam_nmse():
     out = train.regime_probe(AutoencoderKL(**train.VAE_CONFIG_V2), 128, n=2, horizons=(3, 5))
     assert set(out) == {"encoder_nmse_db", "gradfree_adam_3_nmse_db", "gradfree_adam_5_nmse_db"}
     assert out["gradfree_adam_3_nmse_db"] != out["gradfree_adam_5_nmse_db"]  # one run per horizon
+    spectrum = train.regime_probe(AutoencoderKL(**train.VAE_CONFIG_V2), 128, n=2, horizons=(), jacobian=True)
+    assert len(spectrum["jacobian_leftmost"]) == len(spectrum["jacobian_top"]) == 2
+    assert all(lo <= hi for lo, hi in zip(spectrum["jacobian_leftmost"], spectrum["jacobian_top"]))
+    assert spectrum["monotone_fraction"] == sum(v > 0 for v in spectrum["jacobian_leftmost"]) / 2
     assert all(v == v and abs(v) < 100 for v in out.values())
 
 
@@ -98,7 +102,7 @@ def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
     train.main(["all", "--recipe", "v2", "--work", str(tmp_path / "work"), "--out", str(out), "--device", "cpu",
                 "--threads", str(threads), "--vae-steps", "2", "--vae-batch", "2", "--unet-steps", "2",
                 "--unet-batch", "4", "--unet-latents", "8", "--every", "2",
-                "--scale-crops", "64"])
+                "--scale-crops", "64", "--probe-jacobian"])
     model = decinv.load_model(str(out))
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     assert model.encode(x).shape == (1, 4, 16, 16) and model.downsample == 8
@@ -108,6 +112,8 @@ def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
     # the regime probe (VAE) and the sample probe (UNet) ran once each, with finite numbers
     (step, regime), = log["vae"]["regime"]
     (ustep, samples), = log["unet"]["samples"]
+    assert 0 <= regime.pop("monotone_fraction") <= 1 and len(regime.pop("jacobian_leftmost")) == 8  # --probe-jacobian
+    regime.pop("jacobian_top")
     assert step == ustep == 2 and all(math.isfinite(v) for v in [*regime.values(), *samples.values()])
     assert (out / "unet" / "config.json").exists() and (out / "scheduler" / "scheduler_config.json").exists()
 

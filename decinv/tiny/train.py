@@ -200,11 +200,15 @@ def adaptive_adversarial_weight(rec_loss, gen_loss, last_layer: torch.Tensor, ca
 
 
 @torch.no_grad()
-def regime_probe(vae, size: int, n: int = 8, horizons: tuple[int, ...] = (50,)) -> dict:
+def regime_probe(vae, size: int, n: int = 8, horizons: tuple[int, ...] = (50,), jacobian: bool = False) -> dict:
     """Is the autoencoder in the paper's regime? On-manifold held-out instances (z* = E(x), x = 8-bit D(z*)):
     NMSE in dB of the encoder and of gradient-free Adam (lr 0.01, the paper's schedule, one run per horizon in
     ``horizons``, keys ``gradfree_adam_<h>_nmse_db``). Runs on a copy, with the scaling factor set from these
-    latents (Adam's lr is in scaled-latent units). Cost: n images x sum(horizons) E+D passes."""
+    latents (Adam's lr is in scaled-latent units). Cost: n images x sum(horizons) E+D passes.
+
+    ``jacobian``: also `decinv.jacobian_extremes` of E(D(.)) at each z* (123 more E+D passes): keys
+    ``jacobian_top`` and ``jacobian_leftmost`` (per image) and ``monotone_fraction`` (images whose leftmost
+    Rayleigh quotient is > 0; a negative one makes z* repel every forward step along that direction)."""
     import copy
 
     import decinv
@@ -223,6 +227,10 @@ def regime_probe(vae, size: int, n: int = 8, horizons: tuple[int, ...] = (50,)) 
     for steps in horizons:
         adam = decinv.invert(x8, model, "gradfree-adam", steps, lr=0.01, progress=False)
         out[f"gradfree_adam_{steps}_nmse_db"] = float(decinv.nmse_db(adam.z, z_true).mean())
+    if jacobian:
+        top, left = decinv.jacobian_extremes(lambda z: model.encode(model.decode(z), check=False), z_true)
+        out.update(jacobian_top=top.tolist(), jacobian_leftmost=left.tolist(),
+                   monotone_fraction=float((left > 0).double().mean()))
     return out
 
 
@@ -250,12 +258,13 @@ def sample_probe(unet, vae, noise_scheduler, n: int = 16, ddim_steps: int = 50) 
 
 def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, device: str, every: int,
               recipe: str = "v2", adv_weight: float = 0.0, adv_start: float = 0.5, probe: bool = True,
-              schedule: str = "cosine", probe_horizons: tuple[int, ...] = (50,), snapshots: bool = False) -> None:
+              schedule: str = "cosine", probe_horizons: tuple[int, ...] = (50,), snapshots: bool = False,
+              probe_jacobian: bool = False) -> None:
     """Reconstruction L1 + L2 + kl_weight * KL; with ``adv_weight`` > 0, plus a hinge PatchGAN term from
     ``adv_start`` (fraction of the steps) on, weighted adaptively (`adaptive_adversarial_weight`) times adv_weight.
     AdamW at ``lr`` under `_lr_schedule` ``schedule``.
-    Every ``every`` steps: held-out PSNR, and (``probe``) the `regime_probe` at ``probe_horizons``, both written to
-    the log; with ``snapshots`` the checkpoint is also kept as ``vae-step<N>.pt`` (copy one to ``vae.pt`` in a
+    Every ``every`` steps: held-out PSNR, and (``probe``) the `regime_probe` at ``probe_horizons`` (with
+    ``probe_jacobian``, also its Jacobian spectrum), both written to the log; with ``snapshots`` the checkpoint is also kept as ``vae-step<N>.pt`` (copy one to ``vae.pt`` in a
     fresh work folder to export, resume or train a UNet from that point)."""
     from diffusers import AutoencoderKL
 
@@ -312,7 +321,8 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
         if (step + 1) % every == 0 or step + 1 == steps:
             log["heldout_psnr"].append([step + 1, heldout_psnr(vae.eval(), device, spec["size"])])
             if probe:
-                log["regime"].append([step + 1, regime_probe(vae, spec["size"], horizons=probe_horizons)])
+                log["regime"].append([step + 1, regime_probe(vae, spec["size"], horizons=probe_horizons,
+                                                                jacobian=probe_jacobian)])
             vae.train()
             log["seconds"] = time.perf_counter() - t0
             tqdm.write(f"vae step {step + 1}: loss {loss.item():.4f}, held-out PSNR {log['heldout_psnr'][-1][1]:.2f} dB, "
@@ -463,6 +473,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the autoencoder's learning rate after warm-up: cosine decay (default) or constant")
     parser.add_argument("--probe-horizons", type=lambda v: tuple(int(c) for c in v.split(",")), default=(50,),
                         help="gradient-free Adam horizons of the VAE's regime probe, e.g. 20,50,100,200 (default 50)")
+    parser.add_argument("--probe-jacobian", action="store_true",
+                        help="the regime probe also estimates the spectrum of E(D(.))'s Jacobian (monotone fraction)")
     parser.add_argument("--snapshots", action="store_true",
                         help="keep the VAE checkpoint of every probe step as vae-step<N>.pt in --work")
     parser.add_argument("--scale-crops", type=int, default=2048, help="training crops that fix scaling_factor")
@@ -477,7 +489,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage in ("vae", "all"):
         train_vae(args.work, args.vae_steps, args.vae_batch, args.vae_lr, args.kl_weight, args.device, args.every,
                   args.recipe, args.adv_weight, args.adv_start, schedule=args.vae_schedule,
-                  probe_horizons=args.probe_horizons, snapshots=args.snapshots)
+                  probe_horizons=args.probe_horizons, snapshots=args.snapshots,
+                  probe_jacobian=args.probe_jacobian)
     if args.stage in ("export-vae", "all"):
         export_vae(args.work, args.out, args.scale_crops, args.recipe)
     if args.stage in ("unet", "all"):
