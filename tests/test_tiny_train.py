@@ -212,3 +212,28 @@ def test_unet_channels_widen_the_exported_denoiser_and_bad_widths_are_refused(tm
     exported = UNet2DModel.from_pretrained(out / "unet", local_files_only=True)
     assert tuple(exported.config.block_out_channels) == (32, 64, 64)
     assert torch.load(work / "unet.pt", weights_only=False)["log"]["block_out_channels"] == [32, 64, 64]
+
+
+def test_jacobian_probes_script_records_each_checkpoint_and_keeps_earlier_entries(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "jacobian_probes.py"
+    spec = importlib.util.spec_from_file_location("_jacobian_probes", path)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script
+    spec.loader.exec_module(script)
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(**train.VAE_CONFIG).save_pretrained(tmp_path / "vae")  # a random v1-shaped autoencoder
+    out = tmp_path / "probes.json"
+    out.write_text(json.dumps({"measurements": {"earlier": {"kept": True}}}))
+    script.main([f"random={tmp_path / 'vae'}", "--out", str(out), "--threads", str(torch.get_num_threads())])
+    doc = json.loads(out.read_text())
+    assert doc["measurements"]["earlier"] == {"kept": True} and doc["commit"] is not None
+    r = doc["measurements"]["random"]
+    assert len(r["jacobian_leftmost"]) == 8 and all(math.isfinite(v) for v in r["jacobian_top"])
+    with pytest.raises(SystemExit):
+        script.main([f"missing={tmp_path / 'nope'}", "--out", str(out)])
