@@ -71,6 +71,14 @@ def test_snapshots_keep_the_checkpoint_of_every_probe_step(tmp_path):
     assert two["step"] == 2 and four["step"] == 4 and last["log"]["lr_schedule"] == "constant"
     assert all(torch.equal(four["model"][k], v) for k, v in last["model"].items())
     assert not all(torch.equal(two["model"][k], v) for k, v in last["model"].items())
+    torch.set_num_threads(threads := torch.get_num_threads())
+    try:  # a finished run called again (as the 'all' stage does) keeps the thread count it trained with
+        torch.set_num_threads(threads + 1)
+        train.train_vae(tmp_path, steps=4, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
+                        probe=False, schedule="constant")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.load(tmp_path / "vae.pt", weights_only=False)["log"]["threads"] == last["log"]["threads"]
     with pytest.raises(ValueError, match="--vae-schedule constant"):  # resuming under the other schedule
         train.train_vae(tmp_path, steps=6, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
                         probe=False)

@@ -295,7 +295,8 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
         raise ValueError(f"{ckpt} was trained with the {log.get('lr_schedule', 'cosine')!r} learning-rate schedule; "
                          f"resume it with --vae-schedule {log.get('lr_schedule', 'cosine')} or use a fresh --work.")
     log["lr_schedule"] = schedule
-    log["threads"], log["device"] = torch.get_num_threads(), device  # per stage: stages may run with different settings
+    if start < steps:  # per stage (stages may run with different settings); a finished stage keeps its own record
+        log["threads"], log["device"] = torch.get_num_threads(), device
     levels = data.pyramid(data.TRAIN_IMAGES)
     t0, running = time.perf_counter() - log["seconds"], []
     first_adv = int(adv_start * steps)
