@@ -55,8 +55,8 @@ def jacobian_extremes(ed, z: torch.Tensor, iters: int = 60, eps: float = 1e-2, s
     ``ed``: z -> E(D(z)) (e.g. ``lambda z: model.encode(model.decode(z), check=False)``); ``z`` (B, C, h, w).
     Forward passes only: Jv is the finite difference (ED(z + eps v) - ED(z)) / eps (``eps`` in latent units). Power
     iteration on J finds the end of the spectrum with the largest magnitude, mu; power iteration on J - mu I then
-    finds the eigenvalue farthest from it, the other end. Returns two
-    tensors of shape (B,): ``top`` and ``leftmost``. Cost: 2 ``iters`` + 3 calls of ``ed``.
+    finds the eigenvalue farthest from it, the other end. Returns two tensors of shape (B,): ``top`` and
+    ``leftmost``. Cost: 2 ``iters`` + 3 calls of ``ed``.
 
     Why it matters: near a zero z* of T(z) = E(D(z)) - E(x), T(z) ~ J (z - z*), so the forward step
     z <- z - rho T(z) moves the error by I - rho J. A direction with <Jv, v> < 0 (``leftmost`` < 0) grows for every
@@ -81,8 +81,7 @@ def jacobian_extremes(ed, z: torch.Tensor, iters: int = 60, eps: float = 1e-2, s
     def power(shift):
         v = unit(torch.randn(z.shape, generator=generator).to(z))
         for _ in range(iters):
-            w, quotient = rayleigh(v, shift)
-            v = unit(w)
+            v = unit(rayleigh(v, shift)[0])
         return rayleigh(v, shift)[1]  # the quotient of the final direction
 
     dominant = power(torch.zeros(z.shape[0]).to(z))  # the end of the spectrum with the largest |lambda|

@@ -71,7 +71,7 @@ def test_snapshots_keep_the_checkpoint_of_every_probe_step(tmp_path):
     assert two["step"] == 2 and four["step"] == 4 and last["log"]["lr_schedule"] == "constant"
     assert all(torch.equal(four["model"][k], v) for k, v in last["model"].items())
     assert not all(torch.equal(two["model"][k], v) for k, v in last["model"].items())
-    torch.set_num_threads(threads := torch.get_num_threads())
+    threads = torch.get_num_threads()
     try:  # a finished run called again (as the 'all' stage does) keeps the thread count it trained with
         torch.set_num_threads(threads + 1)
         train.train_vae(tmp_path, steps=4, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
@@ -100,7 +100,6 @@ def test_regime_probe_reports_encoder_and_adam_nmse():
     spectrum = train.regime_probe(AutoencoderKL(**train.VAE_CONFIG_V2), 128, n=2, horizons=(), jacobian=True)
     assert len(spectrum["jacobian_leftmost"]) == len(spectrum["jacobian_top"]) == 2
     assert all(lo <= hi for lo, hi in zip(spectrum["jacobian_leftmost"], spectrum["jacobian_top"]))
-    assert spectrum["monotone_fraction"] == sum(v > 0 for v in spectrum["jacobian_leftmost"]) / 2
     assert all(v == v and abs(v) < 100 for v in out.values())
 
 
@@ -120,8 +119,7 @@ def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
     # the regime probe (VAE) and the sample probe (UNet) ran once each, with finite numbers
     (step, regime), = log["vae"]["regime"]
     (ustep, samples), = log["unet"]["samples"]
-    assert 0 <= regime.pop("monotone_fraction") <= 1 and len(regime.pop("jacobian_leftmost")) == 8  # --probe-jacobian
-    regime.pop("jacobian_top")
+    assert len(regime.pop("jacobian_leftmost")) == len(regime.pop("jacobian_top")) == 8  # --probe-jacobian
     assert step == ustep == 2 and all(math.isfinite(v) for v in [*regime.values(), *samples.values()])
     assert (out / "unet" / "config.json").exists() and (out / "scheduler" / "scheduler_config.json").exists()
 
