@@ -117,3 +117,39 @@ def test_ed_cost_times_both_models_side_by_side():
     assert out["ratio"] == pytest.approx(out["seconds"]["tiny-v2"] / out["seconds"]["tiny-v1"])
     with pytest.raises(ValueError, match="twice"):
         ed_cost("tiny-v1", "tiny-v1")
+
+
+def test_heldout_crops_are_distinct_and_v1s_sets_did_not_change():
+    levels = data.pyramid(data.HELDOUT_IMAGES)
+    for n, seed, size in ((8, 77, 128), (64, 1234, 128), (8, 77, 64), (64, 1234, 64)):
+        x = data.heldout_crops(n, seed=seed, size=size)
+        assert len({x[i].numpy().tobytes() for i in range(n)}) == n
+        plain = data.random_crops(levels, n, torch.Generator().manual_seed(seed), size, size)
+        if size == 64:  # v1's draws never repeat a window, so its measurement sets are the crops they always were
+            assert torch.equal(x, plain)
+        else:  # v2's did (camera's 128x128 level has one window): the repeats are replaced, the rest kept in order
+            kept = [c for i, c in enumerate(plain)  # a window repeated flipped is still a repeat
+                    if not any(torch.equal(c, plain[j]) or torch.equal(c, plain[j].flip(-1)) for j in range(i))]
+            assert torch.equal(x[: len(kept)], torch.stack(kept)) and len(kept) < n
+    one = [torch.zeros(3, 128, 128)]
+    assert data.random_crops(one, 3, torch.Generator(), 128, 128).shape[0] == 3  # repeats allowed by default
+    with pytest.raises(ValueError, match="only 1 distinct"):
+        data.random_crops(one, 2, torch.Generator(), 128, 128, distinct=True)
+
+
+def test_refresh_heldout_remeasures_only_the_psnr_and_says_why(tmp_path):
+    from decinv.tiny.properties import refresh_heldout
+
+    props = _properties("tiny")
+    stale = dict(props, heldout_psnr_db=0.0, passes=dict(props["passes"], heldout_psnr_db=False))
+    path = tmp_path / "properties.json"
+    path.write_text(json.dumps(stale))
+    out = refresh_heldout(path, "tiny-v1", "a test")
+    assert out["heldout_psnr_db"] == pytest.approx(props["heldout_psnr_db"], abs=0.05)
+    assert out["passes"]["heldout_psnr_db"] is True  # v1's 28.9 dB >= 25: recomputed, not copied
+    assert out["heldout_remeasured"]["previous"] == 0.0 and out["heldout_remeasured"]["why"] == "a test"
+    assert json.loads(path.read_text())["encoder_nmse_db"] == props["encoder_nmse_db"]
+    with pytest.raises(ValueError, match="matching --model"):
+        refresh_heldout(path, "tiny-v2", "wrong model")
+    with pytest.raises(FileNotFoundError, match="measure the model first"):
+        refresh_heldout(tmp_path / "none.json", "tiny", "missing")

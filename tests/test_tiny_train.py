@@ -122,6 +122,13 @@ def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
     assert len(regime.pop("jacobian_leftmost")) == len(regime.pop("jacobian_top")) == 8  # --probe-jacobian
     assert step == ustep == 2 and all(math.isfinite(v) for v in [*regime.values(), *samples.values()])
     assert (out / "unet" / "config.json").exists() and (out / "scheduler" / "scheduler_config.json").exists()
+    # the finished UNet stage called again with another thread count keeps the count it trained with
+    try:
+        train.main(["unet", "--recipe", "v2", "--work", str(tmp_path / "work"), "--out", str(out), "--device", "cpu",
+                    "--threads", str(threads + 1), "--unet-steps", "2", "--unet-batch", "4", "--every", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.load(tmp_path / "work" / "unet.pt", weights_only=False)["log"]["threads"] == threads
 
 
 def test_unet_stage_without_an_exported_vae_names_the_missing_stage(tmp_path):

@@ -51,20 +51,35 @@ def pyramid(names: tuple[str, ...]) -> list[torch.Tensor]:
 
 
 def random_crops(levels: list[torch.Tensor], n: int, generator: torch.Generator, height: int = CROP,
-                 width: int = CROP) -> torch.Tensor:
+                 width: int = CROP, distinct: bool = False) -> torch.Tensor:
     """n random height x width crops (default 64x64) with random horizontal flips, shape (n, 3, height, width).
-    Levels smaller than the crop are skipped."""
+    Levels smaller than the crop are skipped.
+
+    ``distinct``: never return the same window twice (same level and position, flipped or not); a repeat is
+    skipped and another crop drawn. A level exactly the crop's size has one window (v2's 128x128 camera), so
+    without this a fixed measurement set can count one picture several times: ``heldout_crops(8, seed=77,
+    size=128)`` held 6 distinct crops, one of them three times. Draws that repeat nothing are unchanged, so v1's
+    held-out sets are the same crops either way. Raises ValueError when the levels have fewer than n windows."""
     levels = [level for level in levels if level.shape[1] >= height and level.shape[2] >= width]
-    picks = torch.randint(len(levels), (n,), generator=generator)
-    crops = []
-    for k in picks.tolist():
-        level = levels[k]
-        top = torch.randint(level.shape[1] - height + 1, (1,), generator=generator).item()
-        left = torch.randint(level.shape[2] - width + 1, (1,), generator=generator).item()
-        crop = level[:, top : top + height, left : left + width]
-        if torch.rand((), generator=generator) < 0.5:
-            crop = crop.flip(-1)
-        crops.append(crop)
+    if distinct:
+        windows = sum((level.shape[1] - height + 1) * (level.shape[2] - width + 1) for level in levels)
+        if windows < n:
+            raise ValueError(f"only {windows} distinct {height}x{width} crops exist in these levels, {n} asked; "
+                             "ask for fewer or pass distinct=False.")
+    crops, seen = [], set()
+    while len(crops) < n:
+        for k in torch.randint(len(levels), (n - len(crops),), generator=generator).tolist():
+            level = levels[k]
+            top = torch.randint(level.shape[1] - height + 1, (1,), generator=generator).item()
+            left = torch.randint(level.shape[2] - width + 1, (1,), generator=generator).item()
+            crop = level[:, top : top + height, left : left + width]
+            if torch.rand((), generator=generator) < 0.5:
+                crop = crop.flip(-1)
+            if distinct:
+                if (k, top, left) in seen:
+                    continue
+                seen.add((k, top, left))
+            crops.append(crop)
     return torch.stack(crops)
 
 
@@ -74,5 +89,5 @@ def train_crops(n: int, seed: int = 0, size: int = CROP) -> torch.Tensor:
 
 
 def heldout_crops(n: int = 64, seed: int = 1234, size: int = CROP) -> torch.Tensor:
-    """A fixed set of n size x size crops from the two held-out images (never used in training)."""
-    return random_crops(pyramid(HELDOUT_IMAGES), n, torch.Generator().manual_seed(seed), size, size)
+    """A fixed set of n distinct size x size crops from the two held-out images (never used in training)."""
+    return random_crops(pyramid(HELDOUT_IMAGES), n, torch.Generator().manual_seed(seed), size, size, distinct=True)

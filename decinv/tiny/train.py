@@ -406,7 +406,8 @@ def train_unet(work: Path, out: Path, steps: int, batch: int, lr: float, n_laten
     log.setdefault("samples", [])
     log["ema_decay"] = ema_decay
     log["block_out_channels"] = list(config["block_out_channels"])
-    log["threads"], log["device"] = torch.get_num_threads(), device
+    if start < steps:  # a finished stage called again keeps the record of the run that trained it
+        log["threads"], log["device"] = torch.get_num_threads(), device
     t0, running = time.perf_counter() - log["seconds"], []
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="unet", mininterval=5):
         z0 = latents[torch.randint(len(latents), (batch,), generator=generator)].to(device)
