@@ -228,15 +228,7 @@ def test_unet_channels_widen_the_exported_denoiser_and_bad_widths_are_refused(tm
 
 
 def test_jacobian_probes_script_records_each_checkpoint_and_keeps_earlier_entries(tmp_path):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "scripts" / "jacobian_probes.py"
-    spec = importlib.util.spec_from_file_location("_jacobian_probes", path)
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script
-    spec.loader.exec_module(script)
+    script = _load_script("jacobian_probes")
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
@@ -250,3 +242,45 @@ def test_jacobian_probes_script_records_each_checkpoint_and_keeps_earlier_entrie
     assert len(r["jacobian_leftmost"]) == 8 and all(math.isfinite(v) for v in r["jacobian_top"])
     with pytest.raises(SystemExit):
         script.main([f"missing={tmp_path / 'nope'}", "--out", str(out)])
+
+
+def _load_script(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_{name}", path)
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_record_probe_summarises_the_logs_it_stores(tmp_path):
+    script = _load_script("record_probe")
+    regime = lambda enc, a20, a200, left: {"encoder_nmse_db": enc, "gradfree_adam_20_nmse_db": a20,
+                                           "gradfree_adam_200_nmse_db": a200, "jacobian_leftmost": left}
+    log = {"loss": [[50, 0.5]], "heldout_psnr": [[500, 18.0], [1000, 19.5]], "seconds": 600.0, "threads": 1,
+           "device": "cpu", "regime": [[500, regime(-10.0, -12.0, -9.0, [0.1, -0.2])],
+                                       [1000, regime(-11.0, -13.0, -14.0, [0.1, 0.2])]]}
+    torch.save({"step": 1000, "log": log}, tmp_path / "vae.pt")
+    out = tmp_path / "probe.json"
+    script.main(["vae", str(tmp_path), "--out", str(out), "--what", "A test.", "--command", "train it"])
+    doc = json.loads(out.read_text())
+    assert doc["vae"] == log and doc["settings"] == {"command": "train it"} and doc["commit"] is not None
+    assert "step 1,000 (10 min on 1 CPU thread(s))" in doc["what"] and "PSNR 19.50 dB" in doc["what"]
+    assert "every horizon (20, 200 iterations) at 1 of 2 probes; at the last, by +2.00/+3.00 dB" in doc["what"]
+    assert "500: 1/2, 1,000: 0/2" in doc["what"]
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    passes = {"encoder_nmse_db": True, "latent_std": True, "gradient_gain_db": False}
+    (weights / "properties.json").write_text(json.dumps({"n_images": 16, "passes": passes}))
+    torch.save({"log": {"threads": 2, "samples": []}}, tmp_path / "unet.pt")
+    script.main(["candidate", str(tmp_path), "--weights", str(weights), "--out", str(out), "--what", "C.",
+                 "--command", "c"])
+    doc = json.loads(out.read_text())
+    assert doc["what"] == "C. Measured on 16 generated images: 2 of 8 targets met (encoder_nmse_db, latent_std)."
+    assert doc["hardware"]["threads"] == 2 and doc["vae_settings"] is None
+    with pytest.raises(SystemExit):
+        script.main(["candidate", str(tmp_path), "--out", str(out), "--what", "C.", "--command", "c"])
