@@ -284,3 +284,17 @@ def test_record_probe_summarises_the_logs_it_stores(tmp_path):
     assert doc["hardware"]["threads"] == 2 and doc["vae_settings"] is None
     with pytest.raises(SystemExit):
         script.main(["candidate", str(tmp_path), "--out", str(out), "--what", "C.", "--command", "c"])
+
+
+def test_relu_recipe_swaps_the_autoencoders_activations_and_reloads_identically(tmp_path):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**train.RECIPES["v2-relu"]["vae"]).eval()
+    acts = [type(m).__name__ for m in vae.modules() if isinstance(m, (torch.nn.SiLU, torch.nn.ReLU))]
+    assert acts.count("ReLU") > acts.count("SiLU") == 2  # every ResNet block; diffusers' two conv_act stay SiLU
+    vae.save_pretrained(tmp_path / "vae")
+    again = AutoencoderKL.from_pretrained(tmp_path / "vae", local_files_only=True).eval()
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(vae(x).sample, again(x).sample)

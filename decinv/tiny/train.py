@@ -164,6 +164,11 @@ RECIPES = {
     # size: the training/held-out crop side; vae: the AutoencoderKL config.
     "v1": dict(size=64, vae=VAE_CONFIG),
     "v2": dict(size=128, vae=VAE_CONFIG_V2),
+    # v2 with ReLU instead of SiLU in the autoencoder (a probe, not shipped): with each SiLU's gate frozen at z*, the
+    # Jacobian of E(D(.)) of a SiLU autoencoder lost its <Jv, v> < 0 directions on 7 of 8 crops; a ReLU's slope is
+    # its gate, so this tests whether the activation is what makes z* repel the iterations. (diffusers keeps one
+    # SiLU before each conv_out whatever act_fn says; the config reloads exactly, so the exported model is this one.)
+    "v2-relu": dict(size=128, vae=dict(VAE_CONFIG_V2, act_fn="relu")),
 }
 
 
@@ -450,6 +455,7 @@ DEFAULTS = {
     "v2": dict(vae_steps=5000, vae_batch=8, vae_lr=2e-3, kl_weight=1e-6, adv_weight=0.0, adv_start=0.5,
                unet_steps=3000, unet_batch=64, unet_lr=1e-3, unet_latents=8192, every=500, ema_decay=0.0),
 }
+DEFAULTS["v2-relu"] = DEFAULTS["v2"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -457,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("stage", choices=["vae", "export-vae", "unet", "all"])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="v2",
                         help="v2 (default; bundled as 'tiny-v2'): x8, 128x128; v1: x4, 64x64 (bundled as 'tiny', the "
-                        "default model)")
+                        "default model); v2-relu: v2's autoencoder with ReLU activations (a probe)")
     parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (resumable); "
                         "default tiny-training/<recipe>")
     parser.add_argument("--out", type=Path, default=None, help="where the exported model goes; "
