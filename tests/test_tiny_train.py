@@ -298,3 +298,21 @@ def test_relu_recipe_swaps_the_autoencoders_activations_and_reloads_identically(
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     with torch.no_grad():
         assert torch.equal(vae(x).sample, again(x).sample)
+
+
+def test_jacobian_ablation_holds_one_mechanism_and_its_linear_check_agrees_with_live():
+    script = _load_script("jacobian_ablation")
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**train.VAE_CONFIG).eval()  # untrained and v1-sized (fast): any spectrum will do
+    out = script.ablate(vae, size=64, n=2, variants=("live", "silu_linear", "silu_gate", "attention"),
+                        iters=20)
+    assert all(len(v) == 2 for v in out.values())
+    # the exact linearisation of every SiLU at z* is the network itself to first order
+    assert out["silu_linear"] == pytest.approx(out["live"], rel=0.05, abs=0.02)
+    assert out["silu_gate"] != pytest.approx(out["live"], rel=0.05, abs=0.02)  # the gate's slope is another map
+    freezer = script.Freezer(AutoencoderKL(**train.VAE_CONFIG))
+    with pytest.raises(ValueError, match="unknown variant"):
+        with freezer.variant("relu", lambda: None):
+            pass
