@@ -158,13 +158,11 @@ def test_refresh_heldout_remeasures_only_the_psnr_and_says_why(tmp_path):
 def test_staged_relu_candidate_loads_offline_and_its_record_is_its_own_measurement():
     """weights/v2-relu: the ReLU autoencoder + UNet that met 5 of 8 targets, committed so the next step (making it
     the default) ships exactly the measured weights."""
-    from decinv.tiny.properties import PASSES
+    from decinv.tiny.properties import PASSES, heldout_psnr_db
 
     folder = TINY_DIR.parent / "v2-relu"
     model = decinv.load_model(str(folder))
     assert model.downsample == 8 and model.vae.config.act_fn == "relu"
     props = json.loads((folder / "properties.json").read_text())
     assert props["n_images"] == 64 and props["passes"] == {k: bool(PASSES[k](props[k])) for k in PASSES}
-    x = data.heldout_crops(size=128)
-    psnr = float(decinv.psnr(model.decode(model.encode(x)), x).mean())
-    assert psnr == pytest.approx(props["heldout_psnr_db"], abs=0.05)
+    assert heldout_psnr_db(model) == pytest.approx(props["heldout_psnr_db"], abs=0.05)
