@@ -3,7 +3,7 @@
 #   make test   set up, run the test suite
 # One switch per run on the real models (GPU; weights in the Hugging Face cache, see README):
 #   make book PROFILE=sd21 DEVICE=cuda   execute every chapter that can run the profile (sd21, sd15, sd14-video,
-#                                        tiny-v2, ...) with it, skip the others with the reason, build the site
+#                                        tiny-v1, ...) with it, skip the others with the reason, build the site
 # TORCH picks the PyTorch build installed before anything else: the default pin is a CPU wheel on machines that
 # carry it locally and the platform's usual (CUDA on Linux) wheel elsewhere; override e.g.
 #   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"

@@ -373,7 +373,7 @@ def format_table(doc: dict) -> str:
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--suite", choices=[*SUITE_NAMES, "all"], default="all", help="which suite (default: all)")
     parser.add_argument("--model", default="tiny",
-                        help="'tiny' (bundled v1, default), 'tiny-v2' or any decinv.load_model source")
+                        help="'tiny' (bundled v2, default), 'tiny-v1' or any decinv.load_model source")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch intra-op threads (default 2; 0 = leave as is). On a machine "

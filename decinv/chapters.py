@@ -71,10 +71,10 @@ CHAPTERS = {c.name: c for c in [
             "InstaFlow); there is none for video. Run it with profile sd21 or sd15."),
     Chapter("07_editing", TINY,
             "editing re-runs the sampler along the inverted trajectory, which decinv implements for the bundled "
-            "tiny LDMs only. Run it with profile tiny or tiny-v2 (device cuda works)."),
+            "tiny LDMs only. Run it with profile tiny or tiny-v1 (device cuda works)."),
     Chapter("08_anderson", TINY + HUB),
     Chapter("06_gpu", TINY + HUB),
-    Chapter("model_card", ("tiny", "tiny-v1"),
+    Chapter("model_card", ("tiny", "tiny-v2"),
             "the model card describes the bundled tiny models; it ignores other profiles, so it is not re-run."),
 ]}
 

@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Find latents z with D(z) ~ image; print the residual and PSNR of the "
                          "encoder baseline and of the inversion; optionally save the latents.")
     inv.add_argument("images", nargs="+", type=Path, help="image files (any size/mode PIL reads)")
-    inv.add_argument("--model", default="tiny", help="'tiny' (bundled v1, 64x64) or 'tiny-v2' (128x128), sd21, "
-                     "sd15, sd14, a hub id or a local save_pretrained folder (default: tiny)")
+    inv.add_argument("--model", default="tiny", help="'tiny' (bundled v2, 128x128; also 'tiny-v2') or 'tiny-v1' "
+                     "(64x64), sd21, sd15, sd14, a hub id or a local save_pretrained folder (default: tiny)")
     inv.add_argument("--method", default="gradfree-adam", help="see `decinv methods` (default: gradfree-adam)")
     inv.add_argument("--steps", type=int, default=100, help="iterations (default 100; 0 for the encoder)")
     inv.add_argument("--dtype", choices=DTYPES, default="fp32", help="precision (fp16/bf16 are slow on CPU)")

@@ -41,9 +41,9 @@ class Profile:
 
 
 PROFILES = {
-    "tiny": Profile("tiny", 64, 64),  # bundled miniature v1 (x4), the default
-    "tiny-v1": Profile("tiny-v1", 64, 64),  # the same, by its version name
-    "tiny-v2": Profile("tiny-v2", 128, 128),  # bundled miniature v2 (x8 and 4 channels, like SD)
+    "tiny": Profile("tiny", 128, 128),  # bundled miniature v2 (x8 and 4 channels, like SD), the default
+    "tiny-v2": Profile("tiny-v2", 128, 128),  # the same, by its version name
+    "tiny-v1": Profile("tiny-v1", 64, 64),  # bundled miniature v1 (x4), the default until 2026-11-30
     "sd21": Profile("sd21", 512, 512, protocol="sd21", chunk_size=4),  # SD 2.1 base, DDIM-50, CFG 3.0
     "sd15": Profile("sd15", 512, 512, protocol="instaflow", chunk_size=4),  # InstaFlow-0.9B (SD 1.5's VAE), one step, CFG 1.0
     # LaVie stand-in: AnimateDiff on SD 1.4, 16 frames of 320x512 decoded frame-wise by SD 1.4's VAE, CFG 7.5

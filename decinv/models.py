@@ -29,15 +29,15 @@ PRESETS = {
     # LaVie's base text-to-video model decodes each frame with Stable Diffusion 1.4's autoencoder.
     "sd14": ("CompVis/stable-diffusion-v1-4", "vae"),
 }
-# The bundled miniature LDMs, by name -> version folder under decinv/tiny/weights. "tiny" is the default, v1 (x4,
-# 64x64). v2 (x8 and 4 channels like Stable Diffusion, 128x128) ships beside it as "tiny-v2": its autoencoder is in
-# the paper's inversion regime on its own latents, but it met no more of the model card's targets than v1 on the
-# generated samples of its small denoiser, so it is not the default (see the model card).
-BUNDLED = {"tiny": "v1", "tiny-v1": "v1", "tiny-v2": "v2"}
+# The bundled miniature LDMs, by name -> version folder under decinv/tiny/weights. "tiny" is the default, v2 (x8 and
+# 4 channels like Stable Diffusion, 128x128, a ReLU autoencoder), also called "tiny-v2": on its own generated samples
+# it is in the paper's inversion regime and meets more of the model card's targets than v1 (x4, 64x64), the default
+# until 2026-11-30, which stays loadable as "tiny-v1" (see the model card).
+BUNDLED = {"tiny": "v2", "tiny-v1": "v1", "tiny-v2": "v2"}
 
 
 def tiny_dir(name: str = "tiny") -> Path:
-    """Folder of a bundled model (``"tiny"`` = ``"tiny-v1"``, or ``"tiny-v2"``): vae/, unet/, scheduler/, properties."""
+    """Folder of a bundled model (``"tiny"`` = ``"tiny-v2"``, or ``"tiny-v1"``): vae/, unet/, scheduler/, properties."""
     if name not in BUNDLED:
         raise ValueError(f"unknown bundled model {name!r}; choose one of {', '.join(BUNDLED)}.")
     return Path(__file__).parent / "tiny" / "weights" / BUNDLED[name]
@@ -209,8 +209,8 @@ class LatentModel:
 
 def load_model(source, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                upcast: bool = False) -> LatentModel:
-    """A `LatentModel` from a bundled miniature (``"tiny"``, ``"tiny-v2"``), a preset (``"sd21"``, ``"sd15"``,
-    ``"sd14"``), a hub id, a local ``save_pretrained`` folder, or a diffusers autoencoder instance.
+    """A `LatentModel` from a bundled miniature (``"tiny"`` = ``"tiny-v2"``, ``"tiny-v1"``), a preset
+    (``"sd21"``, ``"sd15"``, ``"sd14"``), a hub id, a local ``save_pretrained`` folder, or a diffusers autoencoder instance.
 
     Folders and hub repos are loaded by the class their ``config.json`` names in ``_class_name`` (the way
     ``diffusers.AutoModel`` resolves it); the supported classes are `decinv.autoencoders.SPECS`, anything else is an
@@ -310,8 +310,8 @@ class TinyPipeline:
 
 
 def load_pipeline(source: str = "tiny", *, device=None, dtype=None) -> TinyPipeline:
-    """VAE + unconditional ``UNet2DModel`` + ``DDIMScheduler`` of a bundled miniature (``"tiny"`` = ``"tiny-v1"``,
-    the default; ``"tiny-v2"``), or of a candidate written by the training script to a folder, offline."""
+    """VAE + unconditional ``UNet2DModel`` + ``DDIMScheduler`` of a bundled miniature (``"tiny"`` = ``"tiny-v2"``,
+    the default; ``"tiny-v1"``), or of a candidate written by the training script to a folder, offline."""
     from diffusers import DDIMScheduler, UNet2DModel
 
     if str(source) in BUNDLED:

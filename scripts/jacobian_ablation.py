@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="NAME=PATH")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--recipe", default="v2", help="architecture of .pt checkpoints (decinv.tiny.train.RECIPES)")
+    parser.add_argument("--recipe", default=None, help="architecture of .pt checkpoints that do not record it "
+                        "(decinv.tiny.train.RECIPES; v2-silu for v2 runs before 2026-11-30)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

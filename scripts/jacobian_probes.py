@@ -1,10 +1,11 @@
 """Jacobian spectrum of E(D(.)) for autoencoder checkpoints: which training runs make z* repel the iterations.
 
     python scripts/jacobian_probes.py --out decinv/tiny/weights/v2/jacobian-probes.json \
-        v1=decinv/tiny/weights/v1/vae  v2=decinv/tiny/weights/v2/vae  run@2000=tiny-training/run/vae-step2000.pt
+        v1=decinv/tiny/weights/v1/vae  v2-silu=decinv/tiny/weights/v2-silu/vae  run@2000=tiny-training/run/vae-step2000.pt
 
 Each NAME=PATH is an exported ``vae`` folder (save_pretrained layout) or a training checkpoint of
-``python -m decinv.tiny.train vae`` (``vae.pt`` / ``vae-step<N>.pt``, v2 architecture unless ``--recipe v1``).
+``python -m decinv.tiny.train vae`` (``vae.pt`` / ``vae-step<N>.pt``; the architecture recorded in the checkpoint,
+or ``--recipe``).
 For each, `decinv.tiny.train.regime_probe` with ``jacobian=True`` on 8 held-out crops (z* = E(x), scaling factor
 set from those latents): the encoder's NMSE and, per crop, the largest and leftmost Rayleigh quotient of the
 Jacobian of E(D(.)) at z* (`decinv.jacobian_extremes`). Results are added to ``--out`` as they come (an existing
@@ -30,8 +31,13 @@ def load_vae(path: Path, recipe: str):
 
     if path.is_dir():
         return AutoencoderKL.from_pretrained(path, local_files_only=True)
-    vae = AutoencoderKL(**train.RECIPES[recipe]["vae"])
-    vae.load_state_dict(torch.load(path, weights_only=False)["model"])
+    state = torch.load(path, weights_only=False)
+    config = state["log"].get("vae_config")  # recorded by runs since 2026-11-30
+    if config is None and recipe is None:
+        raise ValueError(f"{path} does not record its architecture: pass --recipe (v2-silu for a v2 run trained "
+                         "before 2026-11-30, v2 for a ReLU run, which older records call v2-relu).")
+    vae = AutoencoderKL(**(config or train.RECIPES[recipe]["vae"]))
+    vae.load_state_dict(state["model"])
     return vae
 
 
@@ -42,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", metavar="NAME=PATH")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--recipe", choices=sorted(train.RECIPES), default="v2",
-                        help="architecture of .pt checkpoints (default v2)")
+    parser.add_argument("--recipe", choices=sorted(train.RECIPES), default=None,
+                        help="architecture of .pt checkpoints that do not record it (v2-silu: v2 runs before "
+                        "2026-11-30)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     pairs = []

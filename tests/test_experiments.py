@@ -20,8 +20,8 @@ def test_profiles_and_unknown_profile():
 
 
 def test_bundled_profiles_are_at_their_models_native_size():
-    assert (PROFILES["tiny"].height, PROFILES["tiny-v2"].height) == (64, 128)
-    for name in ("tiny", "tiny-v2"):
+    assert (PROFILES["tiny"].height, PROFILES["tiny-v2"].height, PROFILES["tiny-v1"].height) == (128, 128, 64)
+    for name in ("tiny", "tiny-v1"):
         model, pipeline, profile = load_profile(name, device="cpu")
         assert pipeline is not None and model.vae.config.sample_size == profile.height == profile.width
         assert pipeline.unet.config.sample_size * model.downsample == profile.height

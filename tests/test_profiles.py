@@ -203,7 +203,8 @@ def test_chapter_estimates_count_the_chapters_iterations():
     n = defaults["n_images"]
     assert w["free32"] >= n * (20 + 50 + 200)  # 100 and 200 share one 200-iteration run (schedule cap 100)
     video = chapters.estimate("08_anderson", "sd14-video")
-    assert "LaVie" in video["basis"] and video["unet_calls"] == 50 * defaults["n_images"] // 2  # 8 clips
+    clips = chapters.notebook_defaults("08_anderson")["n_images"]  # its n_images counts clips on a video profile
+    assert "LaVie" in video["basis"] and video["unet_calls"] == 50 * clips
     table = chapters.estimates_table()
     assert set(table["profile"]) == {"sd21", "sd15", "sd14-video"} and (table["estimated inversion time (min)"] > 0).all()
     with pytest.raises(ValueError, match="GPU estimates"):

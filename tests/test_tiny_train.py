@@ -47,7 +47,7 @@ def test_interrupted_vae_training_resumes_to_the_same_weights(tmp_path, monkeypa
 
 def test_learning_rate_schedules_warm_up_then_decay_or_hold():
     rates = {}
-    for kind in ("cosine", "constant"):
+    for kind in train.SCHEDULES:
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
         sched = train._lr_schedule(opt, steps=1000, kind=kind)
         seen = []
@@ -59,6 +59,9 @@ def test_learning_rate_schedules_warm_up_then_decay_or_hold():
     for seen in rates.values():
         assert seen[0] == pytest.approx(0.01) and seen[99] == pytest.approx(1.0)  # the same 100-step warm-up
     assert rates["constant"][-1] == 1.0 and rates["cosine"][-1] == pytest.approx(0.05, abs=1e-3)
+    tail = train.decay_start(1000)  # constant-decay: the constant run up to its tail, then a cosine down to 5 %
+    assert tail == 750 and rates["constant-decay"][:tail + 1] == rates["constant"][:tail + 1]
+    assert rates["constant-decay"][-1] == pytest.approx(0.05, abs=1e-3) and rates["constant-decay"][tail + 1] < 1.0
     with pytest.raises(ValueError, match="constant"):
         train._lr_schedule(opt, 10, "linear")
 
@@ -82,6 +85,15 @@ def test_snapshots_keep_the_checkpoint_of_every_probe_step(tmp_path):
     with pytest.raises(ValueError, match="--vae-schedule constant"):  # resuming under the other schedule
         train.train_vae(tmp_path, steps=6, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
                         probe=False)
+    with pytest.raises(ValueError, match="--vae-schedule constant"):  # the constant run is past this tail's start
+        train.train_vae(tmp_path, steps=4, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
+                        probe=False, schedule="constant-decay")
+    train.train_vae(tmp_path, steps=6, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2, recipe="v2",
+                    probe=False, schedule="constant-decay")  # resumed at step 4 into a tail starting at step 5
+    assert torch.load(tmp_path / "vae.pt", weights_only=False)["log"]["lr_schedule"] == "constant-decay"
+    with pytest.raises(ValueError, match="different autoencoder"):  # v2 and v2-silu share parameter shapes
+        train.train_vae(tmp_path, steps=6, batch=2, lr=1e-3, kl_weight=1e-4, device="cpu", every=2,
+                        recipe="v2-silu", probe=False, schedule="constant")
 
 
 def test_adaptive_adversarial_weight_balances_the_two_gradients():
@@ -116,6 +128,7 @@ def test_all_stages_write_a_loadable_model_and_a_log(tmp_path):
     assert model.vae.config.scaling_factor > 0
     log = json.loads((out / "training_log.json").read_text())
     assert log["settings"]["vae_steps"] == 2 and log["vae"]["loss"] == [] and len(log["vae"]["heldout_psnr"]) == 1
+    assert log["settings"]["vae_schedule"] == "constant-decay" == log["vae"]["lr_schedule"]  # v2's recipe default
     # the regime probe (VAE) and the sample probe (UNet) ran once each, with finite numbers
     (step, regime), = log["vae"]["regime"]
     (ustep, samples), = log["unet"]["samples"]
@@ -286,11 +299,11 @@ def test_record_probe_summarises_the_logs_it_stores(tmp_path):
         script.main(["candidate", str(tmp_path), "--out", str(out), "--what", "C.", "--command", "c"])
 
 
-def test_relu_recipe_swaps_the_autoencoders_activations_and_reloads_identically(tmp_path):
+def test_v2_recipe_is_relu_and_reloads_identically(tmp_path):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(**train.RECIPES["v2-relu"]["vae"]).eval()
+    vae = AutoencoderKL(**train.RECIPES["v2"]["vae"]).eval()
     acts = [type(m).__name__ for m in vae.modules() if isinstance(m, (torch.nn.SiLU, torch.nn.ReLU))]
     assert acts.count("ReLU") > acts.count("SiLU") == 2  # every ResNet block; diffusers' two conv_act stay SiLU
     vae.save_pretrained(tmp_path / "vae")

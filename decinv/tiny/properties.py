@@ -123,7 +123,7 @@ def refresh_heldout(path: Path, model_name: str, why: str) -> dict:
 
 def measure_properties(n: int = 64, model_name: str = "tiny", fsm_step: float = 0.5, ddim_steps=(25, 50, 100, 200),
                        instances: str = "generated", horizons=HORIZONS, progress: bool = True) -> dict:
-    """Every property of a bundled miniature (``model_name``: "tiny" = "tiny-v1", or "tiny-v2") with the paper's
+    """Every property of a bundled miniature (``model_name``: "tiny" = "tiny-v2", or "tiny-v1") with the paper's
     hyperparameters, unchanged: gradient-free Adam at lr 0.01 with its warm-up/cosine/constant schedule (one run
     per horizon below the schedule cap of 100; horizons >= 100 read off one run, whose first 100 iterations are
     the 100-iteration run's), gradient-based Adam at lr 0.1 warm-up + cosine, 100 iterations.

@@ -1,11 +1,13 @@
 """Train a bundled miniature latent diffusion model from scratch: ``python -m decinv.tiny.train all --recipe v2``.
 
-Recipes: ``v1`` (the default model ``"tiny"``: x4, 64x64 RGB -> 4x16x16) and ``v2`` (``"tiny-v2"``: Stable
-Diffusion's x8 and 4 channels, 128x128 RGB -> 4x16x16). Stages (each resumable from its checkpoint in ``--work``;
+Recipes: ``v2`` (the default model ``"tiny"``, also ``"tiny-v2"``: Stable Diffusion's x8 and 4 channels, 128x128
+RGB -> 4x16x16, ReLU in the autoencoder's ResNet blocks), ``v1`` (``"tiny-v1"``, the default until 2026-11-30: x4,
+64x64 RGB -> 4x16x16) and ``v2-silu`` (v2's geometry with SiLU, shipped as ``"tiny-v2"`` before the ReLU model; its
+weights stay in ``weights/v2-silu``, loadable by path). Stages (each resumable from its checkpoint in ``--work``;
 a finished stage is skipped):
 
 1. ``vae``: a diffusers ``AutoencoderKL`` on random crops of scikit-image pictures, loss L1 + L2 + kl_weight * KL
-   (optionally + an adaptive PatchGAN term, ``--adv-weight``), AdamW with a cosine learning-rate decay; every
+   (optionally + an adaptive PatchGAN term, ``--adv-weight``), AdamW with a constant or cosine learning rate; every
    ``--every`` steps the held-out PSNR and the `regime_probe` are logged.
 2. ``export-vae``: set ``scaling_factor`` so that scaled posterior-mode latents have unit standard deviation
    (the role of SD's 0.18215), then ``save_pretrained`` into ``decinv/tiny/weights/<recipe>/vae``.
@@ -131,19 +133,31 @@ def _save_checkpoint(path: Path, step, model, optimizer, scheduler, log, generat
     tmp.replace(path)  # never leave a half-written checkpoint
 
 
+SCHEDULES = ("cosine", "constant", "constant-decay")
+DECAY_FRACTION = 0.25  # "constant-decay": the cosine tail's share of the steps
+
+
+def decay_start(steps: int) -> int:
+    """First step of the cosine tail of the ``"constant-decay"`` schedule."""
+    return steps - int(DECAY_FRACTION * steps)
+
+
 def _lr_schedule(optimizer, steps: int, kind: str = "cosine", warmup: int = 100):
     """Linear warm-up over ``warmup`` steps, then ``"cosine"``: a half cosine from the peak down to 5 % of it at
-    ``steps``; or ``"constant"``: the peak to the end, the control for whether the decay is what takes the v2
-    autoencoder out of the paper's regime (measured: it is not; weights/v2/probe-vae-constant-lr-*.json)."""
-    if kind not in ("cosine", "constant"):
-        raise ValueError(f"unknown learning-rate schedule {kind!r}; choose 'cosine' or 'constant'.")
+    ``steps``; ``"constant"``: the peak to the end, the control for whether the decay is what takes the v2
+    autoencoder out of the paper's regime (measured: it is not; weights/v2/probe-vae-constant-lr-*.json); or
+    ``"constant-decay"``: the peak up to `decay_start`, then a half cosine to 5 % over the last quarter of the steps
+    (up to that step it is the ``"constant"`` run, so a constant run can be resumed into it)."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {kind!r}; choose one of {', '.join(SCHEDULES)}.")
+    start, stop = (decay_start(steps), steps) if kind == "constant-decay" else (warmup, steps)
 
     def factor(i):
         if i < warmup:
             return (i + 1) / warmup
-        if kind == "constant":
+        if kind == "constant" or i < start:
             return 1.0
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - warmup) / max(1, steps - warmup))))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - start) / max(1, stop - start))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -163,12 +177,15 @@ def _optimise(loss, optimizer, scheduler, step: int, running: list, log: dict, e
 RECIPES = {
     # size: the training/held-out crop side; vae: the AutoencoderKL config.
     "v1": dict(size=64, vae=VAE_CONFIG),
-    "v2": dict(size=128, vae=VAE_CONFIG_V2),
-    # v2 with ReLU instead of SiLU in the autoencoder (a probe, not shipped): with each SiLU's gate frozen at z*, the
-    # Jacobian of E(D(.)) of a SiLU autoencoder lost its <Jv, v> < 0 directions on 7 of 8 crops; a ReLU's slope is
-    # its gate, so this tests whether the activation is what makes z* repel the iterations. (diffusers keeps one
-    # SiLU before each conv_out whatever act_fn says; the config reloads exactly, so the exported model is this one.)
-    "v2-relu": dict(size=128, vae=dict(VAE_CONFIG_V2, act_fn="relu")),
+    # v2 (shipped): ReLU instead of SiLU in every ResNet block. With each SiLU's gate frozen at z*, the Jacobian of
+    # E(D(.)) of the SiLU autoencoder lost its <Jv, v> < 0 directions on 7 of 8 crops
+    # (weights/v2/jacobian-ablation.json); a ReLU's slope is its gate, and the ReLU run stayed in the paper's regime
+    # as it trained (weights/v2/probe-vae-relu-constant-lr-1e-3*.json). diffusers keeps one SiLU before each
+    # conv_out whatever act_fn says; the config reloads exactly, so the exported model is this one.
+    "v2": dict(size=128, vae=dict(VAE_CONFIG_V2, act_fn="relu")),
+    # the SiLU v2, shipped as "tiny-v2" until 2026-11-30: training records written before then call it "v2" and
+    # call the ReLU recipe "v2-relu"
+    "v2-silu": dict(size=128, vae=VAE_CONFIG_V2),
 }
 
 
@@ -296,7 +313,14 @@ def train_vae(work: Path, steps: int, batch: int, lr: float, kl_weight: float, d
             raise ValueError(f"{ckpt} is at step {start}, past adv_start, but has no discriminator: it is not a "
                              "checkpoint of this run.")
     log.setdefault("regime", [])
-    if state and log.get("lr_schedule", "cosine") != schedule:  # logs before the option were all cosine
+    # recipes v2 and v2-silu have the same parameter shapes, so a checkpoint of one loads silently into the other
+    if state and json.dumps(log.get("vae_config", spec["vae"])) != json.dumps(spec["vae"]):
+        raise ValueError(f"{ckpt} is a checkpoint of a different autoencoder ({log['vae_config']}) than recipe "
+                         f"{recipe!r}'s; pass the recipe it was trained with or use a fresh --work.")
+    log["vae_config"] = spec["vae"]
+    resumable = log.get("lr_schedule", "cosine") == schedule or (  # logs before the option were all cosine
+        log.get("lr_schedule") == "constant" and schedule == "constant-decay" and start <= decay_start(steps))
+    if state and not resumable:
         raise ValueError(f"{ckpt} was trained with the {log.get('lr_schedule', 'cosine')!r} learning-rate schedule; "
                          f"resume it with --vae-schedule {log.get('lr_schedule', 'cosine')} or use a fresh --work.")
     log["lr_schedule"] = schedule
@@ -451,19 +475,26 @@ def write_log(work: Path, args: argparse.Namespace) -> None:
 # Per-recipe defaults: the settings the bundled weights were trained with (weights/<recipe>/training_log.json).
 DEFAULTS = {
     "v1": dict(vae_steps=5500, vae_batch=16, vae_lr=2e-3, kl_weight=1e-4, adv_weight=0.0, adv_start=0.5,
-               unet_steps=2000, unet_batch=64, unet_lr=1e-3, unet_latents=16384, every=250, ema_decay=0.0),
-    "v2": dict(vae_steps=5000, vae_batch=8, vae_lr=2e-3, kl_weight=1e-6, adv_weight=0.0, adv_start=0.5,
-               unet_steps=3000, unet_batch=64, unet_lr=1e-3, unet_latents=8192, every=500, ema_decay=0.0),
+               unet_steps=2000, unet_batch=64, unet_lr=1e-3, unet_latents=16384, every=250, ema_decay=0.0,
+               vae_schedule="cosine"),
+    # the shipped autoencoder was trained in three resumed stages: 3,000 steps at the constant rate (probes every
+    # 500), continued to 6,000 (every 1,000), then the cosine tail from 6,000 to 8,000 (every 500); "constant-decay"
+    # is the constant schedule up to its tail, so this one run is the same run, up to the probe points
+    "v2": dict(vae_steps=8000, vae_batch=8, vae_lr=1e-3, kl_weight=1e-6, adv_weight=0.0, adv_start=0.5,
+               unet_steps=3000, unet_batch=64, unet_lr=1e-3, unet_latents=8192, every=500, ema_decay=0.0,
+               vae_schedule="constant-decay"),
+    "v2-silu": dict(vae_steps=5000, vae_batch=8, vae_lr=2e-3, kl_weight=1e-6, adv_weight=0.0, adv_start=0.5,
+                    unet_steps=3000, unet_batch=64, unet_lr=1e-3, unet_latents=8192, every=500, ema_decay=0.0,
+                    vae_schedule="cosine"),
 }
-DEFAULTS["v2-relu"] = DEFAULTS["v2"]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["vae", "export-vae", "unet", "all"])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="v2",
-                        help="v2 (default; bundled as 'tiny-v2'): x8, 128x128; v1: x4, 64x64 (bundled as 'tiny', the "
-                        "default model); v2-relu: v2's autoencoder with ReLU activations (a probe)")
+                        help="v2 (default; bundled as 'tiny' and 'tiny-v2'): x8, 128x128, ReLU; v1 ('tiny-v1'): x4, "
+                        "64x64; v2-silu: v2 with SiLU, shipped as 'tiny-v2' until 2026-11-30")
     parser.add_argument("--work", type=Path, default=None, help="checkpoint folder (resumable); "
                         "default tiny-training/<recipe>")
     parser.add_argument("--out", type=Path, default=None, help="where the exported model goes; "
@@ -475,10 +506,11 @@ def main(argv: list[str] | None = None) -> None:
                        ("unet_lr", float), ("unet_latents", int), ("every", int), ("ema_decay", float)):
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                             help=f"default: v2 {DEFAULTS['v2'][name]}, v1 {DEFAULTS['v1'][name]}")
+    parser.add_argument("--vae-schedule", choices=SCHEDULES, default=None,
+                        help="the autoencoder's learning rate after warm-up: constant-decay (v2's default: "
+                        "constant, then a cosine over the last quarter), constant, or cosine decay (v1's and v2-silu's)")
     parser.add_argument("--unet-channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
                         help="the UNet's block_out_channels, e.g. 64,128,128 (default 48,96,96)")
-    parser.add_argument("--vae-schedule", choices=("cosine", "constant"), default="cosine",
-                        help="the autoencoder's learning rate after warm-up: cosine decay (default) or constant")
     parser.add_argument("--probe-horizons", type=lambda v: tuple(int(c) for c in v.split(",")), default=(50,),
                         help="gradient-free Adam horizons of the VAE's regime probe, e.g. 20,50,100,200 (default 50)")
     parser.add_argument("--probe-jacobian", action="store_true",
