@@ -210,7 +210,8 @@ class LatentModel:
 def load_model(source, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                upcast: bool = False) -> LatentModel:
     """A `LatentModel` from a bundled miniature (``"tiny"`` = ``"tiny-v2"``, ``"tiny-v1"``), a preset
-    (``"sd21"``, ``"sd15"``, ``"sd14"``), a hub id, a local ``save_pretrained`` folder, or a diffusers autoencoder instance.
+    (``"sd21"``, ``"sd15"``, ``"sd14"``), a hub id, a local ``save_pretrained`` folder, or a diffusers autoencoder
+    instance.
 
     Folders and hub repos are loaded by the class their ``config.json`` names in ``_class_name`` (the way
     ``diffusers.AutoModel`` resolves it); the supported classes are `decinv.autoencoders.SPECS`, anything else is an

@@ -1,7 +1,8 @@
 """Jacobian spectrum of E(D(.)) for autoencoder checkpoints: which training runs make z* repel the iterations.
 
     python scripts/jacobian_probes.py --out decinv/tiny/weights/v2/jacobian-probes.json \
-        v1=decinv/tiny/weights/v1/vae  v2-silu=decinv/tiny/weights/v2-silu/vae  run@2000=tiny-training/run/vae-step2000.pt
+        v1=decinv/tiny/weights/v1/vae  v2-silu=decinv/tiny/weights/v2-silu/vae \
+        run@2000=tiny-training/run/vae-step2000.pt
 
 Each NAME=PATH is an exported ``vae`` folder (save_pretrained layout) or a training checkpoint of
 ``python -m decinv.tiny.train vae`` (``vae.pt`` / ``vae-step<N>.pt``; the architecture recorded in the checkpoint,

@@ -150,14 +150,14 @@ def _lr_schedule(optimizer, steps: int, kind: str = "cosine", warmup: int = 100)
     (up to that step it is the ``"constant"`` run, so a constant run can be resumed into it)."""
     if kind not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {kind!r}; choose one of {', '.join(SCHEDULES)}.")
-    start, stop = (decay_start(steps), steps) if kind == "constant-decay" else (warmup, steps)
+    start = decay_start(steps) if kind == "constant-decay" else warmup  # where the cosine begins
 
     def factor(i):
         if i < warmup:
             return (i + 1) / warmup
         if kind == "constant" or i < start:
             return 1.0
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - start) / max(1, stop - start))))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - start) / max(1, steps - start))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -508,7 +508,8 @@ def main(argv: list[str] | None = None) -> None:
                             help=f"default: v2 {DEFAULTS['v2'][name]}, v1 {DEFAULTS['v1'][name]}")
     parser.add_argument("--vae-schedule", choices=SCHEDULES, default=None,
                         help="the autoencoder's learning rate after warm-up: constant-decay (v2's default: "
-                        "constant, then a cosine over the last quarter), constant, or cosine decay (v1's and v2-silu's)")
+                        "constant, then a cosine over the last quarter), constant, or cosine decay (v1's and "
+                        "v2-silu's)")
     parser.add_argument("--unet-channels", type=lambda v: tuple(int(c) for c in v.split(",")), default=None,
                         help="the UNet's block_out_channels, e.g. 64,128,128 (default 48,96,96)")
     parser.add_argument("--probe-horizons", type=lambda v: tuple(int(c) for c in v.split(",")), default=(50,),
