@@ -84,6 +84,9 @@ def latent_convention(vae) -> LatentConvention:
     cls, config = type(vae).__name__, vae.config
     sf = float(getattr(config, "scaling_factor", None) or 1.0)
     channels = latent_channels(vae)
+    if cls == "TAESD":  # original TAESD checkpoints: the raw latents (decinv.taesd.PIPELINE_LATENTS maps them)
+        return LatentConvention("raw", torch.zeros(channels), torch.ones(channels),
+                                formula=f"raw (TAESD's own; {config.model}'s pipeline uses {config.pipeline_latents})")
     if cls == "AutoencoderKLFlux2":
         bn = vae.bn
         std = torch.sqrt(bn.running_var.float() + float(config.batch_norm_eps))
@@ -139,6 +142,11 @@ SPECS = {
         quirks="deterministic encoder (no posterior); its decoder soft-clamps the raw latent with 3·tanh(raw/3) "
                "(diffusers models/autoencoders/vae.py, DecoderTiny.forward), so D is flat for |raw| >> 3."),
     "AutoencoderDC": AutoencoderSpec("AutoencoderDC", "latent", quirks="deterministic encoder (no posterior)."),
+    "TAESD": AutoencoderSpec(
+        "TAESD", "latents",
+        quirks="an original TAESD-family checkpoint pair (decinv.taesd): deterministic encoder; its decoder soft-clamps "
+               "the raw latent with 3·tanh(raw/3), so D is flat for |raw| >> 3; decinv's latents are TAESD's raw ones "
+               "(scale 1), not the pipeline's normalised latents (decinv.taesd.PIPELINE_LATENTS)."),
     "AutoencoderKLFlux2": AutoencoderSpec(
         "AutoencoderKLFlux2", "mode",
         quirks="latents are 2x2-patchified (4x channels, half the side) and batch-norm normalised, as FLUX.2's "
@@ -179,4 +187,6 @@ def compression(vae) -> tuple[int, int]:
         return int(config.upsampling_scaling_factor) ** (len(config.encoder_block_out_channels) - 1), 1
     if cls == "AutoencoderDC":
         return int(vae.spatial_compression_ratio), 1
+    if cls == "TAESD":
+        return int(config.downsample), 1
     return 2 ** (len(config.block_out_channels) - 1), 1

@@ -18,6 +18,7 @@ import torch
 
 from decinv.autoencoders import (SPECS, UnsupportedAutoencoderError, compression, latent_channels,
                                  latent_convention, spec_for)
+from decinv.taesd import is_taesd_source, load_taesd
 from decinv.validation import check_frames, check_images, check_latents, resolve_device
 
 # name -> (hub id, subfolder). The paper's three LDMs (paper-notes section 1, 5):
@@ -105,7 +106,10 @@ class LatentModel:
         params = sum(p.numel() for p in self.vae.parameters())
         video = f", temporal x{self.temporal_compression} (F = {self.temporal_compression}k+1 -> k+1)" if self.temporal else ""
         up = f", {self.upcast_from} requested, run in float32 (force_upcast)" if self.upcast_from else ""
-        return (f"LatentModel({self.name!r}, {type(self.vae).__name__}, {params / 1e6:.2f} M params, x{self.downsample} "
+        kind = type(self.vae).__name__
+        if kind == "TAESD":
+            kind = f"TAESD {self.vae.config.variant} ({self.vae.config.model}, original checkpoints)"
+        return (f"LatentModel({self.name!r}, {kind}, {params / 1e6:.2f} M params, x{self.downsample} "
                 f"-> {self.latent_channels} channels{video}, latents {self.convention.formula}, "
                 f"scaling_factor={self.scaling_factor:.5g}, device={self.device}, dtype={self.dtype}{up})")
 
@@ -208,10 +212,13 @@ class LatentModel:
 
 
 def load_model(source, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               upcast: bool = False) -> LatentModel:
+               upcast: bool = False, variant: str | None = None) -> LatentModel:
     """A `LatentModel` from a bundled miniature (``"tiny"`` = ``"tiny-v2"``, ``"tiny-v1"``), a preset
-    (``"sd21"``, ``"sd15"``, ``"sd14"``), a hub id, a local ``save_pretrained`` folder, or a diffusers autoencoder
-    instance.
+    (``"sd21"``, ``"sd15"``, ``"sd14"``), a hub id, a local ``save_pretrained`` folder, a diffusers autoencoder
+    instance, or original TAESD-family checkpoints (`decinv.taesd`): a folder holding ``<variant>_encoder.pth`` and
+    ``<variant>_decoder.pth`` (e.g. ComfyUI's ``models/vae_approx``), one of the two files, or an (encoder, decoder)
+    pair of paths. ``variant`` (``"taesd"``, ``"taesdxl"``, ``"taesd3"``, ``"taef1"``, ``"taef2"``, ``"taesana"``)
+    is inferred from the file names when not given; it applies to TAESD checkpoints only.
 
     Folders and hub repos are loaded by the class their ``config.json`` names in ``_class_name`` (the way
     ``diffusers.AutoModel`` resolves it); the supported classes are `decinv.autoencoders.SPECS`, anything else is an
@@ -225,11 +232,19 @@ def load_model(source, *, device: str | torch.device | None = None, dtype: torch
     if isinstance(source, LatentModel):
         source.upcast = upcast or source.upcast
         return source.to(target_device, dtype)
+    if variant is not None and not (isinstance(source, (str, os.PathLike, tuple, list)) and is_taesd_source(source)):
+        raise TypeError(f"variant={variant!r} applies to original TAESD checkpoints only (a folder of "
+                        "<variant>_encoder.pth/<variant>_decoder.pth, one of them, or a pair); leave it out for "
+                        f"{source!r}.")
     if isinstance(source, nn.Module):
         vae, name = source, "custom"
+    elif isinstance(source, (tuple, list)) and len(source) == 2:
+        vae, name = load_taesd(source, variant), f"{Path(source[0]).parent}"
     elif not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"load_model expects a name, path or diffusers autoencoder ({', '.join(SPECS)}), "
-                        f"got {type(source).__name__}.")
+        raise TypeError(f"load_model expects a name, path, (encoder, decoder) pair of TAESD checkpoints or "
+                        f"diffusers autoencoder ({', '.join(SPECS)}), got {type(source).__name__}.")
+    elif str(source) not in BUNDLED and is_taesd_source(source):
+        vae, name = load_taesd(source, variant), str(source)
     else:
         vae, name = _load_vae(str(source)), str(source)
     return LatentModel(vae, name=name, upcast=upcast).to(target_device, dtype)
@@ -244,6 +259,10 @@ def _autoencoder_class(config: dict, where):
         raise UnsupportedAutoencoderError(f"{where}: config.json has no _class_name, so the autoencoder's class is "
                                           f"unknown; re-save it with save_pretrained (supported: {', '.join(SPECS)}).")
     spec_for(name)
+    if not hasattr(diffusers, name):  # "TAESD": decinv's own class, loaded from the original .pth files
+        raise UnsupportedAutoencoderError(f"{where}: config.json names {name}, which is not a diffusers class; "
+                                          "pass the folder holding the original <variant>_encoder.pth and "
+                                          "<variant>_decoder.pth instead.")
     return getattr(diffusers, name)
 
 
@@ -266,8 +285,9 @@ def _load_vae(source: str):
         folder = path / "vae" if (path / "vae" / "config.json").exists() else path
         if not (folder / "config.json").exists():
             raise ModelNotAvailableError(
-                f"{path} is a folder but holds no autoencoder (no config.json there or in {path / 'vae'}). "
-                "Point to a folder written by the autoencoder's save_pretrained or a pipeline's save_pretrained."
+                f"{path} is a folder but holds no autoencoder (no config.json there or in {path / 'vae'}, and no "
+                "TAESD checkpoint <variant>_encoder.pth). Point to a folder written by the autoencoder's "
+                "save_pretrained or a pipeline's save_pretrained, or to TAESD's original .pth files."
             )
         return _load_folder(folder)
     repo, subfolder = PRESETS.get(source, (source, None))

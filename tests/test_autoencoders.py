@@ -40,7 +40,8 @@ def raw_mode(vae, x):
 
 
 def test_every_spec_has_a_test_instance():
-    assert set(SPECS) == set(ALL)
+    # TAESD is decinv's own module for the original .pth checkpoints, not a diffusers class: tests/test_taesd.py
+    assert set(SPECS) - {"TAESD"} == set(ALL)
 
 
 @pytest.mark.parametrize("name", list(ALL))
