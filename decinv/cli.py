@@ -1,6 +1,9 @@
-"""Command line: ``decinv invert``, ``decinv methods`` and ``decinv bench``.
+"""Command line: ``decinv invert``, ``decinv watermark``, ``decinv methods`` and ``decinv bench``.
 
-    decinv invert photo.png --model tiny --method gradfree-adam --steps 50 --out latents.safetensors
+    decinv invert photo.png photos/ --model tiny --method gradfree-adam --steps 50 --out runs/a
+    decinv invert photos/ --out runs/a --resume                               # after a crash or a kill
+    torchrun --nproc_per_node 2 -m decinv invert photos/ --out runs/a         # two processes
+    decinv watermark generated/ --profile tiny --out runs/wm                  # tree-ring keys per image
 """
 
 from __future__ import annotations
@@ -14,58 +17,15 @@ from decinv.bench import add_parser as add_bench_parser
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-# PIL modes that hold more than 8 bits per pixel, with the value that maps to white. ``convert("RGB")`` would clip
-# them to 255 (a 16-bit ramp 0..65535 would load as almost all white), so they are rescaled instead.
-HIGH_BIT_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
-
-
 def load_image(path: Path, size: int | None, multiple: int):
-    """Any image file PIL reads -> (1, 3, H, W) in [-1, 1]; optionally resized so its shorter side is ``size`` and
-    centre-cropped square, then cropped to a multiple of the autoencoder's downsampling factor.
-
-    8-bit modes (palette, grey, RGB, RGBA, CMYK) are converted to RGB and mapped by x / 127.5 - 1. High-bit grey modes
-    are rescaled by their full range: 16-bit (PIL's ``I;16*``, and ``I``, which PIL uses for 16-bit PNGs and must
-    then hold values in 0..65535) by x / 65535, float ``F`` images must already lie in [0, 1]; the grey channel is
-    repeated three times. (PIL opens 16-bit-per-channel RGB PNGs as 8-bit RGB itself.)
-    """
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
+    """`decinv.images.load_image` for one file on the command line: a refused file ends the command with its reason
+    (``SystemExit``) instead of raising `decinv.images.BadImageError`."""
+    from decinv.images import BadImageError, load_image as load
 
     try:
-        image = Image.open(path)
-        image.load()
-    except (FileNotFoundError, IsADirectoryError):
-        raise SystemExit(f"error: {path}: no such image file")
-    except UnidentifiedImageError:
-        raise SystemExit(f"error: {path}: not an image format PIL can read (try PNG or JPEG)")
-    if image.mode in HIGH_BIT_MODES:
-        white = HIGH_BIT_MODES[image.mode]
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        if low < 0 or high > white:
-            raise SystemExit(f"error: {path}: a {image.mode} image with values in [{low:.6g}, {high:.6g}], outside "
-                             f"0..{white:g}; save it as 8- or 16-bit PNG (or scale float images to [0, 1])")
-        image = Image.fromarray((values / white).astype(np.float32), mode="F")  # grey in [0, 1]; PIL resizes F
-    else:
-        image = image.convert("RGB")  # palette, grey, RGBA and CMYK all become 8-bit RGB
-    if size:
-        scale = size / min(image.size)
-        image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-                             Image.Resampling.LANCZOS)
-        left, top = (image.width - size) // 2, (image.height - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-    w, h = (s - s % multiple for s in image.size)
-    if w == 0 or h == 0:
-        raise SystemExit(f"error: {path} is {image.width}x{image.height}, smaller than the autoencoder's "
-                         f"downsampling factor {multiple}; use --size to enlarge it")
-    image = image.crop(((image.width - w) // 2, (image.height - h) // 2, (image.width - w) // 2 + w,
-                        (image.height - h) // 2 + h))
-    if image.mode == "F":
-        grey = np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 2 - 1  # LANCZOS may overshoot [0, 1] slightly
-        return torch.from_numpy(grey)[None, None].repeat(1, 3, 1, 1).contiguous()
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1
-    return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()
+        return load(path, size, multiple)
+    except BadImageError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def _parse_option(text: str):
@@ -80,35 +40,85 @@ def _parse_option(text: str):
     return key.replace("-", "_"), None if value.lower() == "none" else value
 
 
-def cmd_invert(args) -> int:
+def _job_model(args, model_source):
+    """(LatentModel, pipeline or None) for a job, on this rank's device (`decinv.jobs.rank_device`)."""
     import torch
-    from safetensors.torch import save_file
 
+    from decinv.jobs import rank_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = rank_device(args.device), getattr(torch, DTYPES[args.dtype])
+    if getattr(args, "profile", None):
+        from decinv.experiments import load_profile
+
+        model, pipeline, _ = load_profile(args.profile, device, dtype, source=args.source)
+        return model, pipeline
     import decinv
-    from decinv.solvers.tracking import norms
 
-    model = decinv.load_model(args.model, device=args.device, dtype=getattr(torch, DTYPES[args.dtype]))
-    print(f"{model}\nmethod {args.method}, {args.steps} steps, options {dict(args.option) or 'defaults'}")
-    latents, names = {}, set()
-    for path in args.images:
-        x = load_image(path, args.size, model.downsample)
-        encoder = decinv.invert(x, model, "encoder", progress=False)
-        result = decinv.invert(x, model, args.method, args.steps, progress=not args.quiet, **dict(args.option))
-        residual = lambda z: float(norms(model.encode(model.decode(z), check=False) - encoder.z)[0])
-        psnr = lambda z: float(decinv.psnr(model.decode(z).float(), x)[0])
-        print(f"{path} ({x.shape[-1]}x{x.shape[-2]}): residual ||E(D(z))-E(x)|| encoder {residual(encoder.z):.4g} "
-              f"-> {residual(result.z):.4g}; PSNR of D(z) vs input encoder {psnr(encoder.z):.2f} dB -> "
-              f"{psnr(result.z):.2f} dB; {result.seconds:.2f} s, {result.status}")
-        name = Path(path).stem
-        while name in names:
-            name += "_"
-        names.add(name)
-        latents[name] = result.z[0].float().cpu().contiguous()
-    if args.out:
-        save_file(latents, str(args.out), metadata={"model": str(args.model), "method": args.method,
-                                                    "steps": str(args.steps), "dtype": args.dtype})
-        print(f"wrote {len(latents)} latent(s) to {args.out} (keys: {', '.join(latents)})")
-    return 0
+    return decinv.load_model(model_source, device=device, dtype=dtype), None
+
+
+def _run_job(args, model, readout) -> int:
+    from decinv.jobs import _dist_env, format_summary, run_job
+
+    if args.out.suffix == ".safetensors":
+        raise ValueError(f"--out is a folder since the job writes shards and a manifest (got {args.out}); pass a "
+                         "folder, e.g. --out runs/a, and read the latents with decinv.jobs.load_latents('runs/a').")
+    rank = _dist_env()[0]
+    if rank == 0 and not args.quiet:
+        print(f"{model}\nmethod {args.method}, {args.steps if args.steps is not None else 'default'} steps, options "
+              f"{dict(args.option) or 'defaults'}, batches of {args.batch_size}, output {args.out}", flush=True)
+    try:
+        summary = run_job(args.inputs, args.out, model, method=args.method, steps=args.steps,
+                          options=dict(args.option), size=args.size, batch_size=args.batch_size, resume=args.resume,
+                          retry_failed=args.retry_failed, readout=readout, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"interrupted: every finished batch is saved in {args.out}; add --resume to continue", file=sys.stderr)
+        return 130
+    if rank == 0:
+        print(format_summary(summary))
+    return summary.exit_status if rank == 0 else 0
+
+
+def cmd_invert(args) -> int:
+    model, _ = _job_model(args, args.model)
+    return _run_job(args, model, None)
+
+
+def cmd_watermark(args) -> int:
+    from decinv.jobs import TreeRing
+
+    model, pipeline = _job_model(args, None)
+    if pipeline is None:
+        raise ValueError(f"profile {args.profile!r} has no diffusion model to invert; use tiny, tiny-v1, sd21 or sd15.")
+    readout = TreeRing(pipeline, radius=args.radius, channel=args.channel, centred_on_dc=args.centred_on_dc,
+                       key_scale=args.key_scale, steps=args.diffusion_steps, prompt=args.prompt)
+    return _run_job(args, model, readout)
+
+
+def _job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every job command shares (inputs, output, batching, resume, method, device)."""
+    parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively), glob patterns "
+                        "(quoted: 'imgs/**/*.png') or @list.txt files (one of those per line)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: job.json, shards/, parts/, "
+                        "manifest.jsonl, summary.json")
+    parser.add_argument("--batch-size", "-b", type=int, default=16, help="images inverted together (default 16)")
+    parser.add_argument("--resume", action="store_true", help="continue the job in --out: skip what its manifest "
+                        "holds (same settings required)")
+    parser.add_argument("--retry-failed", action="store_true", help="with --resume, also redo the inputs whose "
+                        "status is not ok")
+    parser.add_argument("--method", default="gradfree-adam", help="see `decinv methods` (default: gradfree-adam)")
+    parser.add_argument("--steps", type=int, default=None, help="iterations (default 100; 0 for the encoder)")
+    parser.add_argument("--option", "-o", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
+                        help="a method option, e.g. -o lr=0.02 -o schedule=none (repeatable)")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="precision (fp16/bf16 are slow on CPU)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default; under torchrun: "
+                        "cuda:LOCAL_RANK)")
+    parser.add_argument("--size", type=int, help="resize the shorter side to SIZE and centre-crop a square")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's; "
+                        "torchrun sets 1)")
+    parser.add_argument("--quiet", action="store_true", help="no model line, no progress bar")
 
 
 def cmd_methods(args) -> int:
@@ -124,22 +134,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="decinv", description="Gradient-free decoder inversion in latent "
                                      "diffusion models (Hong et al., NeurIPS 2024): find z with D(z) ~ x.")
     sub = parser.add_subparsers(dest="command", required=True)
-    inv = sub.add_parser("invert", help="invert the decoder at one or more images",
-                         description="Find latents z with D(z) ~ image; print the residual and PSNR of the "
-                         "encoder baseline and of the inversion; optionally save the latents.")
-    inv.add_argument("images", nargs="+", type=Path, help="image files (any size/mode PIL reads)")
+    inv = sub.add_parser("invert", help="invert the decoder at image files, folders, patterns or lists: a "
+                         "batched, resumable job (torchrun for several processes)",
+                         description="Find latents z with D(z) ~ image for every input, in batches; each finished "
+                         "batch is saved at once (safetensors shards and JSONL manifest rows with residual, PSNR and "
+                         "time per image). A file that cannot be inverted is a manifest row with its error; the exit "
+                         "status is the number of such inputs (capped at 100). Under torchrun --nproc_per_node N the "
+                         "inputs are shared among N processes. See decinv.jobs.")
+    _job_arguments(inv)
     inv.add_argument("--model", default="tiny", help="'tiny' (bundled v2, 128x128; also 'tiny-v2') or 'tiny-v1' "
                      "(64x64), sd21, sd15, sd14, a hub id or a local save_pretrained folder (default: tiny)")
-    inv.add_argument("--method", default="gradfree-adam", help="see `decinv methods` (default: gradfree-adam)")
-    inv.add_argument("--steps", type=int, default=100, help="iterations (default 100; 0 for the encoder)")
-    inv.add_argument("--dtype", choices=DTYPES, default="fp32", help="precision (fp16/bf16 are slow on CPU)")
-    inv.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    inv.add_argument("--size", type=int, help="resize the shorter side to SIZE and centre-crop a square")
-    inv.add_argument("--option", "-o", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
-                     help="a method option, e.g. -o lr=0.02 -o schedule=none (repeatable)")
-    inv.add_argument("--out", type=Path, help="save the latents to this .safetensors file")
-    inv.add_argument("--quiet", action="store_true", help="no progress bar")
     inv.set_defaults(run=cmd_invert)
+    wm = sub.add_parser("watermark", help="read tree-ring keys from images: decoder inversion, diffusion "
+                        "inversion and the nearest of the three keys per image, as a job",
+                        description="The paper's tree-ring application (Sec. 5.1) over a folder: per image the "
+                        "decoder inversion, the diffusion inversion of its latent, the detected key and its "
+                        "distance, in the manifest; a table per key at the end. Same job options as invert.")
+    _job_arguments(wm)
+    wm.add_argument("--profile", default="tiny", help="tiny / tiny-v1 (bundled LDM, DDIM inversion), sd21 or sd15 "
+                    "(the cached pipeline; GPU) (default: tiny)")
+    wm.add_argument("--source", default=None, help="sd21/sd15: a save_pretrained folder of the pipeline instead of "
+                    "the hub cache")
+    wm.add_argument("--diffusion-steps", type=int, default=None, help="diffusion-inversion steps (default: 50 for "
+                    "the tiny LDM, the protocol's for sd21/sd15)")
+    wm.add_argument("--prompt", default="", help="sd21/sd15: the prompt the inversion assumes (default: empty, "
+                    "an unknown prompt)")
+    wm.add_argument("--radius", type=int, default=6, help="key disc radius in Fourier coefficients (default 6)")
+    wm.add_argument("--channel", type=int, default=0, help="latent channel holding the key (default 0)")
+    wm.add_argument("--key-scale", type=float, default=None, help="multiplies the ring values (default: latent "
+                    "side / 64)")
+    wm.add_argument("--centred-on-dc", action="store_true", help="the point-symmetric disc centred on DC instead "
+                    "of the official off-DC one")
+    wm.set_defaults(run=cmd_watermark)
     methods = sub.add_parser("methods", help="list the inversion methods and their options")
     methods.set_defaults(run=cmd_methods)
     add_bench_parser(sub)

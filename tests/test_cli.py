@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 from PIL import Image
-from safetensors.torch import load_file
 
-from decinv.cli import main
+from decinv import jobs
+from decinv.cli import load_image, main
 from tests.conftest import small_vae
 
 
@@ -17,36 +17,45 @@ def test_invert_png_with_local_model(tmp_path, saved_model, capsys):
     rgba = (np.random.default_rng(0).random((21, 19, 4)) * 255).astype(np.uint8)  # odd size, alpha channel
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     Image.fromarray(rgba[..., 0], "L").save(tmp_path / "b.png")
-    out = tmp_path / "z.safetensors"
+    out = tmp_path / "run"
     code = main(["invert", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(saved_model),
                  "--steps", "3", "--device", "cpu", "--out", str(out), "--quiet", "-o", "lr=0.02"])
     printed = capsys.readouterr().out
-    assert code == 0
-    assert printed.count("PSNR of D(z) vs input encoder") == 2 and "(16x20)" in printed
-    latents = load_file(out)
-    assert set(latents) == {"a", "b"} and latents["a"].shape == (4, 5, 4)
+    assert code == 0 and "2 input(s): 2 ok" in printed
+    rows = jobs.read_manifest(out)
+    assert [r["image"] for r in rows] == [{"width": 19, "height": 21, "mode": "RGBA"},
+                                          {"width": 19, "height": 21, "mode": "L"}]
+    assert all(r["shape"] == [3, 20, 16] and r["options"]["lr"] == 0.02 and r["psnr_db"] > 0 for r in rows)
+    latents = jobs.load_latents(out)
+    assert set(latents) == {str(tmp_path / "a.png"), str(tmp_path / "b.png")}
+    assert latents[str(tmp_path / "a.png")].shape == (4, 5, 4)
 
 
-def test_size_option_resizes_and_crops(tmp_path, saved_model, capsys):
+def test_size_option_resizes_and_crops(tmp_path, saved_model):
     Image.new("RGB", (50, 30), "red").save(tmp_path / "c.jpg")
     assert main(["invert", str(tmp_path / "c.jpg"), "--model", str(saved_model), "--steps", "1", "--size", "16",
-                 "--device", "cpu", "--quiet"]) == 0
-    assert "(16x16)" in capsys.readouterr().out
+                 "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    assert jobs.read_manifest(tmp_path / "run")[0]["shape"] == [3, 16, 16]
 
 
-def test_unreadable_image_is_a_clear_error(tmp_path, saved_model):
+def test_unreadable_image_is_a_row_and_a_missing_one_an_error(tmp_path, saved_model, capsys):
     (tmp_path / "notes.txt").write_text("not an image")
-    with pytest.raises(SystemExit, match="not an image format"):
-        main(["invert", str(tmp_path / "notes.txt"), "--model", str(saved_model), "--device", "cpu"])
-    with pytest.raises(SystemExit, match="no such image"):
-        main(["invert", str(tmp_path / "missing.png"), "--model", str(saved_model), "--device", "cpu"])
+    assert main(["invert", str(tmp_path / "notes.txt"), "--model", str(saved_model), "--device", "cpu",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    assert "not an image format" in jobs.read_manifest(tmp_path / "run")[0]["error"]
+    assert main(["invert", str(tmp_path / "missing.png"), "--model", str(saved_model), "--device", "cpu",
+                 "--out", str(tmp_path / "run2")]) == 2
+    assert "missing.png: no such file or folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not an image format"):  # the one-file loader of the command line
+        load_image(tmp_path / "notes.txt", None, 4)
 
 
 def test_bad_method_option_is_reported(tmp_path, saved_model, capsys):
     Image.new("RGB", (16, 16)).save(tmp_path / "d.png")
     code = main(["invert", str(tmp_path / "d.png"), "--model", str(saved_model), "--device", "cpu",
-                 "-o", "alpha=0.5"])
+                 "-o", "alpha=0.5", "--out", str(tmp_path / "run")])
     assert code == 2 and "has no option" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before any work
 
 
 def test_methods_lists_every_method(capsys):
