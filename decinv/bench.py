@@ -1,6 +1,6 @@
 """Benchmark suites: how much faster, smaller and more precision-flexible gradient-free inversion really is.
 
-    python -m decinv.bench --suite overhead|tradeoff|video|dtype|video3d|acceleration|all [--model tiny]
+    python -m decinv.bench --suite overhead|tradeoff|video|dtype|video3d|acceleration|jobs|all [--model tiny]
                            [--device auto] [--threads 2] [--repeat N] [--quick] --out results/<name>.json
     decinv bench ...            (the same, through the package's command line)
 
@@ -23,6 +23,8 @@ Suites (see each function's docstring for the exact definition of each ratio):
   the paper's schedule) on generated instances; the time gradient-free needs to reach each gradient-based NMSE.
 * `video`: peak memory and per-iteration time vs number of frames, with and without chunking.
 * `dtype`: fp32 / bf16 / fp16 gradient-free Adam, and whether fp16 gradient-based Adam fails.
+* `jobs` (not in ``all``): images/s of the dataset job (``decinv invert``) against the one-at-a-time loop it
+  replaced, and its peak memory against the number of images; each configuration is a process of its own.
 """
 
 from __future__ import annotations
@@ -279,9 +281,12 @@ video = _suite("bench_video", "video")
 dtype_suite = _suite("bench_dtype", "dtype_suite")
 video3d = _suite("bench_video3d", "video3d")
 acceleration = _suite("bench_acceleration", "acceleration")
+jobs = _suite("bench_jobs", "jobs")
 SUITES = {"overhead": overhead, "tradeoff": tradeoff, "video": video, "dtype": dtype_suite, "video3d": video3d,
-          "acceleration": acceleration}
+          "acceleration": acceleration, "jobs": jobs}
 SUITE_NAMES = tuple(SUITES)
+# Not in "all": the jobs suite starts CPU processes of its own and takes minutes (run it with --suite jobs).
+OPT_IN = ("jobs",)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -316,7 +321,8 @@ def run_suites(suites, model="tiny", *, device="auto", threads: int | None = 2, 
     if threads:
         torch.set_num_threads(threads)
     device = decinv.models.resolve_device(device)
-    names = list(SUITE_NAMES) if suites in ("all", ["all"]) else ([suites] if isinstance(suites, str) else list(suites))
+    names = ([n for n in SUITE_NAMES if n not in OPT_IN] if suites in ("all", ["all"])
+             else [suites] if isinstance(suites, str) else list(suites))
     unknown = set(names) - set(SUITES)
     if unknown:
         raise ValueError(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITE_NAMES)} or all.")
@@ -371,7 +377,8 @@ def format_table(doc: dict) -> str:
 
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--suite", choices=[*SUITE_NAMES, "all"], default="all", help="which suite (default: all)")
+    parser.add_argument("--suite", choices=[*SUITE_NAMES, "all"], default="all",
+                        help=f"which suite (default: all = every suite but {', '.join(OPT_IN)})")
     parser.add_argument("--model", default="tiny",
                         help="'tiny' (bundled v2, default), 'tiny-v1' or any decinv.load_model source")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
@@ -380,7 +387,8 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "shared with other busy processes use 1: more threads than free cores make every parallel "
                         "region wait for a descheduled thread (measured: 2-100x slower)")
     parser.add_argument("--repeat", type=int, default=None, help="repeats per measurement (default: per suite)")
-    parser.add_argument("--n", type=int, default=None, help="tradeoff: number of instances (default 32)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="tradeoff: number of instances (default 32); jobs: number of images (default 64)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and step counts (tests, smoke runs)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON output (default results/<device>-<suite>.json)")
@@ -400,7 +408,7 @@ def run_cli(args) -> int:
     device = decinv.models.resolve_device(args.device)
     kind = "cpu" if device.type == "cpu" else "gpu"
     out = args.out or Path("results") / f"{kind}-{args.suite}{'-quick' if args.quick else ''}.json"
-    overrides = {"tradeoff": {"n": args.n}} if args.n else {}
+    overrides = {"tradeoff": {"n": args.n}, "jobs": {"n": args.n}} if args.n else {}
     doc = run_suites(args.suite, args.model, device=device, threads=args.threads or None, repeat=args.repeat,
                      quick=args.quick, progress=not args.quiet, out=out, **overrides)
     print(f"wrote {out}")

@@ -641,7 +641,8 @@ def run_job(inputs, out: str | Path, model, *, method: str = "gradfree-adam", st
                 pending = [s for s in sources if s not in done]
                 shared = {"sources": sources, "batches": plan(pending, size, model.downsample, batch_size)}
             except (JobError, ValueError, OSError) as error:
-                shared = {"error": f"{type(error).__name__}: {error}" if not isinstance(error, JobError) else str(error)}
+                said = str(error) if isinstance(error, JobError) else f"{type(error).__name__}: {error}"
+                shared = {"error": said}
         shared = group.broadcast(shared)
         if "error" in shared:
             raise JobError(shared["error"])
