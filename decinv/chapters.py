@@ -26,26 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Paper Table S1 (a/b/c) (paper-notes §5.4): per setting, ([(iterations, NMSE dB, runtime s per image; per video for
-# LaVie), ...], peak memory GB). Chapter 6 draws it; the estimates below use its runtimes.
-PAPER_S1 = {
-    "SD2.1": {
-        ("gradient-adam", 32, "0.1 sched"): ([(20, -15.92, 6.11), (30, -17.84, 9.31), (50, -20.69, 15.7), (100, -24.82, 31.7)], 8.83),
-        ("gradient-adam", 32, "0.01 fixed"): ([(20, -18.61, 6.29), (30, -19.51, 9.37), (50, -20.93, 16.0), (100, -23.00, 32.8)], 8.83),
-        ("gradfree-adam", 32, "0.01 sched"): ([(20, -19.39, 3.34), (50, -20.84, 8.53), (100, -21.71, 17.7), (200, -21.85, 34.5)], 3.81),
-        ("gradfree-adam", 16, "0.01 sched"): ([(20, -18.74, 1.91), (50, -20.82, 4.90), (100, -21.72, 9.56), (200, -21.86, 19.3)], 3.15)},
-    "LaVie": {
-        ("gradient-adam", 32, "0.1 sched"): ([(20, -17.35, 24.86), (30, -18.12, 37.07), (50, -19.58, 61.37), (100, -22.20, 122.31)], 64.7),
-        ("gradient-adam", 32, "0.01 fixed"): ([(20, -19.06, 25.11), (30, -19.68, 37.11), (50, -20.66, 61.67), (100, -22.14, 122.46)], 64.7),
-        ("gradfree-adam", 32, "0.01 sched"): ([(20, -20.21, 12.96), (50, -21.42, 32.17), (100, -21.58, 64.25), (200, -21.21, 128.34)], 11.7),
-        ("gradfree-adam", 16, "0.01 sched"): ([(20, -19.86, 8.59), (50, -21.37, 21.19), (100, -21.52, 42.28), (200, -21.14, 83.45)], 7.13)},
-    "InstaFlow": {
-        ("gradient-adam", 32, "0.1 sched"): ([(20, -15.67, 6.29), (30, -16.22, 9.55), (50, -17.26, 16.12), (100, -19.15, 32.54)], 8.38),
-        ("gradient-adam", 32, "0.01 fixed"): ([(20, -15.94, 6.30), (30, -16.40, 9.51), (50, -17.14, 15.92), (100, -18.33, 32.14)], 8.38),
-        ("gradfree-adam", 32, "0.01 sched"): ([(20, -16.55, 3.17), (50, -17.46, 8.34), (100, -17.76, 16.90), (200, -17.81, 34.21)], 3.2),
-        ("gradfree-adam", 16, "0.01 sched"): ([(20, -16.38, 1.89), (50, -17.46, 4.93), (100, -17.76, 9.99), (200, -17.82, 20.04)], 2.62)},
-}
-PAPER_GPU = {"SD2.1": "RTX 3090 Ti 24 GB", "LaVie": "A100 SXM4 80 GB", "InstaFlow": "RTX 3090 24 GB"}
+from decinv.paper import PAPER_GPU, PAPER_S1  # noqa: F401  (re-exported: chapters and the build use them here)
 PAPER_MODEL = {"sd21": "SD2.1", "sd15": "InstaFlow", "sd14-video": "LaVie"}  # profile -> the paper's LDM it stands for
 
 TINY = ("tiny", "tiny-v1", "tiny-v2")
@@ -73,6 +54,9 @@ CHAPTERS = {c.name: c for c in [
             "editing re-runs the sampler along the inverted trajectory, which decinv implements for the bundled "
             "tiny LDMs only. Run it with profile tiny or tiny-v1 (device cuda works)."),
     Chapter("08_anderson", TINY + HUB),
+    Chapter("09_real_autoencoder", (),
+            "it studies TAEF2, a real pretrained autoencoder read from DECINV_TAESD_DIR (or its committed record); "
+            "the profiles do not apply to it."),
     Chapter("06_gpu", TINY + HUB),
     Chapter("model_card", ("tiny", "tiny-v2"),
             "the model card describes the bundled tiny models; it ignores other profiles, so it is not re-run."),

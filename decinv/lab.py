@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from decinv.bench import git_info
+from decinv.experiments import real_instances
 from decinv.metrics import nmse_db, psnr
+from decinv.models import load_model
 from decinv.solvers import invert
 
 SCHEMA = "decinv-lab/1"
@@ -175,6 +177,7 @@ class Lab:
         self.model, self.instances = model, instances
         self.runs: dict[str, Run] = {}
         self.pictures: dict[str, np.ndarray] = {}
+        self.scalars: dict[str, float] = {}
         self.meta = dict(meta or {})
         self._copies = {}
 
@@ -241,6 +244,15 @@ class Lab:
         return Run(setting, result.status, result.seconds, nmse, trace.residual, trace.seconds, pixel, eq14,
                    {k: v for k, v in result.info.items() if isinstance(v, (int, float, bool, str))})
 
+    def scalar(self, name: str, compute) -> float:
+        """A number derived live by ``compute()`` (a callable) and kept in the record under ``name``; a replay
+        returns the recorded value, so that settings built from it (e.g. a step size) find their recorded runs."""
+        if name not in self.scalars:
+            if not self.live:
+                raise NotRecordedError(f"the record holds no value {name!r}; run the chapter live to make it.")
+            self.scalars[name] = float(compute())
+        return self.scalars[name]
+
     def picture(self, name: str, images: torch.Tensor | None = None) -> np.ndarray:
         """Images (N, 3, H, W) in [-1, 1] stored as 8-bit (N, H, W, 3) under ``name``; replay returns them."""
         if images is not None and self.live:
@@ -264,7 +276,7 @@ class Lab:
             "commit": git["commit"], "dirty": git["dirty"], "device": str(self.model.device) if self.live else None,
             "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__}},
-            "runs": [r.to_dict() for r in self.runs.values()],
+            "runs": [r.to_dict() for r in self.runs.values()], "scalars": self.scalars,
             "pictures": {k: {"shape": list(v.shape), "uint8_base64": base64.b64encode(v.tobytes()).decode()}
                          for k, v in self.pictures.items()}}
         path = Path(path)
@@ -272,6 +284,32 @@ class Lab:
         tmp.write_text(json.dumps(record, indent=0))
         tmp.replace(path)
         return path
+
+    @classmethod
+    def open(cls, record: str | os.PathLike, *, checkpoints: str | os.PathLike | None, n: int, size: int,
+             seed: int = 0, variant: str | None = None) -> "Lab":
+        """Live when ``checkpoints`` is given: the model `decinv.load_model` loads from it (``variant`` for TAESD
+        checkpoints) on the CPU, and ``n`` instances z* = E(x0) of real ``size``² photo crops (scikit-image's;
+        `decinv.experiments.real_instances`), x = 8-bit D(z*). Otherwise the replay of ``record``, which must have
+        been measured on the same instances (n, size, seed), or it is an error naming the difference."""
+        wanted = {"n_images": n, "size": size, "seed": seed}
+        if checkpoints is not None:
+            model = load_model(checkpoints, variant=variant, device="cpu")
+            inst = real_instances(model, n, size, size, seed=seed)
+            config = model.vae.config
+            sums = {f: getattr(config, f"{f}_sha256", None) for f in ("encoder", "decoder")}
+            return cls(model, inst, meta={**wanted, "model": repr(model).replace(repr(str(checkpoints)), "<dir>"),
+                                          "instances": inst.how, "sha256": sums})
+        if not Path(record).is_file():
+            raise FileNotFoundError(f"no checkpoints given and no record at {record}: set DECINV_TAESD_DIR to the "
+                                    "folder with the checkpoints to run live.")
+        lab = cls.replay(record)
+        differ = {k: (lab.meta.get(k), v) for k, v in wanted.items() if lab.meta.get(k) != v}
+        if differ:
+            said = ", ".join(f"{k}: recorded {r}, asked {a}" for k, (r, a) in differ.items())
+            raise ValueError(f"the record {record} was measured on other instances ({said}); use the recorded "
+                             "values or run live with the checkpoints (DECINV_TAESD_DIR).")
+        return lab
 
     @classmethod
     def replay(cls, path: str | os.PathLike) -> "Lab":
@@ -284,6 +322,7 @@ class Lab:
         for d in record["runs"]:
             run = Run.from_dict(d)
             lab.runs[run.setting.key] = run
+        lab.scalars.update(record.get("scalars", {}))
         for name, p in record["pictures"].items():
             lab.pictures[name] = np.frombuffer(base64.b64decode(p["uint8_base64"]), np.uint8).reshape(p["shape"])
         return lab

@@ -42,6 +42,7 @@ def test_a_live_run_records_latent_and_pixel_errors_and_replays(lab, tmp_path):
     assert run.eq14["min_ratio"].shape == (3,) and np.isfinite(run.eq14["min_ratio"]).all()
     assert lab.run(method="forward-step", steps=5, lr=0.5) is run  # cached by key
     lab.picture("x", lab.instances.x[:2])
+    assert lab.scalar("half", lambda: 0.5) == 0.5 and lab.scalar("half", lambda: 1 / 0) == 0.5  # computed once
     path = lab.save(tmp_path / "record.json", note="n")
     assert not list(tmp_path.glob("*.tmp"))
     again = Lab.replay(path)
@@ -49,7 +50,9 @@ def test_a_live_run_records_latent_and_pixel_errors_and_replays(lab, tmp_path):
     replayed = again.run(Setting("forward-step", 5, lr=0.5))
     np.testing.assert_allclose(replayed.nmse_db, run.nmse_db, atol=1e-4)
     np.testing.assert_allclose(replayed.eq14["min_ratio"], run.eq14["min_ratio"], atol=1e-4)
-    assert again.picture("x").shape == (2, 128, 128, 3)
+    assert again.picture("x").shape == (2, 128, 128, 3) and again.scalar("half", None) == 0.5
+    with pytest.raises(NotRecordedError, match="no value 'other'"):
+        again.scalar("other", lambda: 1.0)
     with pytest.raises(NotRecordedError, match="DECINV_TAESD_DIR"):
         again.run(Setting("forward-step", 6, lr=0.5))
     frame = again.frame()

@@ -249,3 +249,31 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def reference_numbers(results_dir: str | Path, model_name: str = "tiny") -> dict:
+    """The bundled miniature's committed numbers that other chapters set beside a new model's, each with its source:
+    the model card's properties (64 generated images; ``weights/<version>/properties.json``), the acceleration
+    benchmark (``results/cpu-acceleration.json``) and the precision benchmark (``results/cpu.json``, suite dtype).
+    NMSE in dB; gains are the encoder's NMSE minus the method's (positive: better than the encoder)."""
+    props = json.loads((tiny_dir(model_name) / "properties.json").read_text())
+    results_dir = Path(results_dir)
+    accel = json.loads((results_dir / "cpu-acceleration.json").read_text())
+    dtype = json.loads((results_dir / "cpu.json").read_text())["suites"]["dtype"]["runs"]
+    anderson = next(r for r in accel["ratios"] if r["ratio"] == "float32 Adam/anderson m=5 calls to Adam's final NMSE")
+    return {
+        "encoder_nmse_db": props["encoder_nmse_db"],
+        "cocoercive_fraction": props["cocoercive_fraction"],
+        "cocoercivity_step_size": props["cocoercivity"]["step_size"],
+        "fsm_100_gain_db": props["fsm_100_gain_db"],
+        "gradfree_100_gain_db": props["gradfree_gain_db"],
+        "gradfree_200_gain_db": props["gradfree_gain_db_by_horizon"]["200"],
+        "gradient_100_gain_db": props["gradient_gain_db"],
+        "anderson_m5_speedup": anderson["value"],
+        "gradfree_fp16_minus_fp32_db": (dtype["gradfree-adam|fp16"]["final_nmse_db"]
+                                        - dtype["gradfree-adam|fp32"]["final_nmse_db"]),
+        "gradient_fp16_failed": dtype["gradient-adam|fp16"]["failed"],
+        "sources": {"properties": f"decinv/tiny/weights/{BUNDLED[model_name]}/properties.json ({props['n_images']} "
+                                  f"images, commit {props['measured_on']['commit'][:7]})",
+                    "acceleration": "results/cpu-acceleration.json", "dtype": "results/cpu.json (suite dtype)"},
+    }
