@@ -16,18 +16,16 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
-import datetime
 import json
 import math
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from decinv.bench import git_info
+from decinv.bench import environment
 from decinv.experiments import real_instances
 from decinv.metrics import nmse_db, psnr
 from decinv.models import load_model
@@ -270,12 +268,12 @@ class Lab:
 
     def save(self, path: str | os.PathLike, **meta) -> Path:
         """Write the record (runs, pictures, meta + where/when measured) atomically: a temporary file, then rename."""
-        git = git_info()
-        record = {"schema": SCHEMA, "meta": {**self.meta, **meta, "measured": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": git["commit"], "dirty": git["dirty"], "device": str(self.model.device) if self.live else None,
-            "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}},
+        env = environment(self.model.device if self.live else torch.device("cpu"))
+        measured = {"date": env["date"], "commit": env["git_commit"], "dirty": env["git_dirty"],
+                    "device": env["device_name"], "cpu": env["cpu_name"], "cpu_count": env["cpu_count"],
+                    "torch_threads": env["torch_threads"], "torch": env["torch"], "diffusers": env["diffusers"],
+                    "loadavg_at_save": env["loadavg_start"]}
+        record = {"schema": SCHEMA, "meta": {**self.meta, **meta, "measured": measured},
             "runs": [r.to_dict() for r in self.runs.values()], "scalars": self.scalars,
             "pictures": {k: {"shape": list(v.shape), "uint8_base64": base64.b64encode(v.tobytes()).decode()}
                          for k, v in self.pictures.items()}}
