@@ -29,9 +29,10 @@ Ratios: images per second of ``job``, ``job-b1`` and ``torchrun`` over ``loop``,
 for ``job``: >= 3, from the issue); peak RSS of the job at the largest / smallest image count (bounded by the batch:
 about 1).
 
-Why: `ed_per_image` times one E(D(z)) per image at batch 1 and at ``batch``, with 1 and with ``threads`` threads, in
-this process (``ed_ms_per_image`` in the result): where batching does not lower that cost, the job can only gain
-from parallel efficiency across threads and from the loop's extra passes it drops.
+Why: `ed_per_image` times one E(D(z)) per image (wall and process CPU time) at batch 1 and at ``batch``, with 1
+and with ``threads`` threads, in a process with the same environment (``ed_ms_per_image`` in the result): where
+batching does not lower the one-thread cost, the job gains only from how the threads share a batch and from the
+loop's extra passes it drops.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def jobs(model="tiny", *, device="cpu", quick: bool = False, progress: bool = Tr
     """The suite (see the module docstring). ``model``: a `decinv.load_model` source *string* (each configuration
     loads it itself); ``n`` images (default 64; quick 4) of ``size``² (default: the model's native size), ``steps``
     (100; quick 2), ``batch`` (16; quick 2), ``ranks`` for torchrun (2; quick 0 = not run), ``memory_counts`` (16
-    and 64 images; quick none); quick runs no ``job-b1`` either. Threads: the calling process's torch thread count
+    and 64 images; quick none); quick runs no ``job-b1`` and no `ed_per_image` either. Threads: the calling process's torch thread count
     (``decinv bench --threads``). CPU only: ``device`` must be the CPU."""
     if not isinstance(model, str):
         raise TypeError("the jobs suite starts each configuration as its own process, so model must be a "
@@ -202,36 +203,53 @@ def jobs(model="tiny", *, device="cpu", quick: bool = False, progress: bool = Tr
                 got = _run_job_config(f"mem{count}-b{b}", part, work, model, memory_steps, b, threads)
                 memory.append({"images": count, "batch": b, "max_rss_mib": got["max_rss_mib"],
                                "wall_seconds": got["wall_seconds"]})
-    ed_ms = ed_per_image(lm, size, batches=sorted({1, batch}), threads=sorted({1, threads}),
-                         repeat=2 if quick else 5)
+        ed_ms = None
+        if not quick:
+            if progress:
+                print(f"jobs suite: E(D(z)) per image at batch 1 and batch {batch} ...", flush=True)
+            ed_ms = _run_ed(work, model, size, sorted({1, batch}), sorted({1, threads}), 10)
     setting = dict(model=_model_info(lm), n=n, size=size, steps=steps, batch=batch, ranks=ranks, threads=threads,
                    method="gradfree-adam (paper defaults)", memory_steps=memory_steps, repeat=repeat,
-                   images="8-bit PNG frames of a camera pan over 'astronaut' (2 px/frame), decoded by the model")
+                   images="8-bit PNG frames of a camera pan over 'astronaut' (2 px/frame), decoded by the model",
+                   environment="every process: OMP_WAIT_POLICY=PASSIVE (as the Makefile), HF_HUB_OFFLINE=1")
     return _analyse(runs, memory, setting, ed_ms)
 
 
 @torch.no_grad()
 def ed_per_image(model, size: int, batches=(1, 16), threads=(1, 2), repeat: int = 5) -> dict:
-    """{threads: {batch: median milliseconds of one E(D(z)) per image}} in this process, on random latents of
-    ``size``² images: what batching alone changes in the cost of the network passes (one warm-up call first)."""
+    """{threads: {batch: {"wall_ms", "cpu_ms"}}}: median wall and process CPU milliseconds of one E(D(z)) per image,
+    on random latents of ``size``² images, in this process (one warm-up call first; batch sizes interleaved). What
+    batching alone changes in the cost of the network passes; CPU time also counts what the threads spend waiting
+    for each other."""
     before, table = torch.get_num_threads(), {}
     try:
         for t in threads:
             torch.set_num_threads(t)
-            table[t] = {}
-            for b in batches:
-                z = torch.randn(b, model.latent_channels, size // model.downsample, size // model.downsample,
-                                generator=torch.Generator().manual_seed(0)).to(model.device, model.dtype)
-                model.encode(model.decode(z, check=False), check=False, finite=False)
-                times = []
-                for _ in range(repeat):
-                    start = time.perf_counter()
+            zs = {b: torch.randn(b, model.latent_channels, size // model.downsample, size // model.downsample,
+                                 generator=torch.Generator().manual_seed(0)).to(model.device, model.dtype)
+                  for b in batches}
+            times = {b: [] for b in batches}
+            for r in range(repeat + 1):
+                for b, z in zs.items():
+                    start, cpu = time.perf_counter(), time.process_time()
                     model.encode(model.decode(z, check=False), check=False, finite=False)
-                    times.append(time.perf_counter() - start)
-                table[t][b] = float(np.median(times)) / b * 1e3
+                    if r:  # the first round warms up
+                        times[b].append((time.perf_counter() - start, time.process_time() - cpu))
+            table[t] = {b: {"wall_ms": float(np.median([w for w, _ in v])) / b * 1e3,
+                            "cpu_ms": float(np.median([c for _, c in v])) / b * 1e3} for b, v in times.items()}
     finally:
         torch.set_num_threads(before)
     return table
+
+
+def _run_ed(work: Path, model: str, size: int, batches, threads, repeat: int) -> dict:
+    """`ed_per_image` in a process of its own, with the configurations' environment (OpenMP wait policy included,
+    which cannot be changed inside a process once torch has started its threads)."""
+    out = work / "ed.json"
+    _spawn([sys.executable, "-m", "decinv.bench_jobs", "ed", "--model", model, "--size", str(size), "--batches",
+            *map(str, batches), "--threads", *map(str, threads), "--repeat", str(repeat), "--out", str(out)],
+           max(threads), work / "ed.log")
+    return json.loads(out.read_text())
 
 
 def _analyse(runs: dict, memory: list, setting: dict, ed_ms: dict | None = None) -> dict:
@@ -243,7 +261,8 @@ def _analyse(runs: dict, memory: list, setting: dict, ed_ms: dict | None = None)
         table[name] = {"images": images, "batch": rows[0]["batch"], "ranks": rows[0]["ranks"],
                        "threads_per_process": rows[0]["threads_per_process"],
                        "wall_seconds": med("wall_seconds"), "phase_seconds": med("phase_seconds"),
-                       "cpu_seconds": med("cpu_seconds"), "max_rss_mib": med("max_rss_mib"),
+                       "cpu_seconds": med("cpu_seconds"), "cpu_seconds_per_image": med("cpu_seconds") / images,
+                       "max_rss_mib": med("max_rss_mib"), "loadavg_start": rows[0]["loadavg_start"],
                        "images_per_second": images / med("wall_seconds"),
                        "images_per_second_phase": images / med("phase_seconds")}
     loop = table.get("loop")
@@ -279,6 +298,23 @@ def _analyse(runs: dict, memory: list, setting: dict, ed_ms: dict | None = None)
             "ratios": ratios}
 
 
+def _ed_main(argv=None) -> int:
+    """``python -m decinv.bench_jobs ed ...``: `ed_per_image` as its own process, written to ``--out``."""
+    parser = argparse.ArgumentParser(prog="python -m decinv.bench_jobs ed")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    import decinv
+
+    model = decinv.load_model(args.model, device="cpu")
+    args.out.write_text(json.dumps(ed_per_image(model, args.size, args.batches, args.threads, args.repeat)))
+    return 0
+
+
 def _loop_main(argv=None) -> int:
     """``python -m decinv.bench_jobs loop FOLDER ...``: the `one_at_a_time` configuration as its own process."""
     parser = argparse.ArgumentParser(prog="python -m decinv.bench_jobs loop")
@@ -303,7 +339,7 @@ def _loop_main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "loop":
-        sys.exit(_loop_main(sys.argv[2:]))
-    sys.exit("usage: python -m decinv.bench_jobs loop FOLDER --out FILE --timing FILE (the suite: decinv bench "
-             "--suite jobs)")
+    if len(sys.argv) > 1 and sys.argv[1] in ("loop", "ed"):
+        sys.exit((_loop_main if sys.argv[1] == "loop" else _ed_main)(sys.argv[2:]))
+    sys.exit("usage: python -m decinv.bench_jobs loop FOLDER --out FILE --timing FILE | ed --size S --out FILE "
+             "(workers of the suite: decinv bench --suite jobs)")

@@ -40,3 +40,14 @@ def test_jobs_suite_refuses_what_it_cannot_start():
         jobs(object())
     with pytest.raises(ValueError, match="--device cpu"):
         jobs("tiny", device="cuda")
+
+
+def test_ed_worker_times_the_passes_per_image(tmp_path):
+    from decinv import bench_jobs
+
+    small_vae().save_pretrained(tmp_path / "vae")
+    assert bench_jobs._ed_main(["--model", str(tmp_path / "vae"), "--size", "16", "--batches", "1", "4",
+                                "--threads", "1", "--repeat", "2", "--out", str(tmp_path / "ed.json")]) == 0
+    ed = json.loads((tmp_path / "ed.json").read_text())
+    assert set(ed) == {"1"} and set(ed["1"]) == {"1", "4"}
+    assert all(v["wall_ms"] > 0 and v["cpu_ms"] > 0 for v in ed["1"].values())
