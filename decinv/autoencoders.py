@@ -27,9 +27,12 @@ compression ratios, and the quirks that change E∘D.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+
+from decinv.validation import UnsupportedConfigError
 
 
 class UnsupportedAutoencoderError(ValueError):
@@ -71,41 +74,69 @@ class LatentConvention:
         return raw
 
 
-def _stats(values, channels: int, name: str, cls: str) -> torch.Tensor:
+def _stats(values, channels: int, name: str, cls: str, *, positive: bool = False) -> torch.Tensor:
     t = torch.as_tensor(values, dtype=torch.float32).flatten()
     if t.numel() != channels:
         raise UnsupportedAutoencoderError(f"{cls}: {name} has {t.numel()} entries but the latent has {channels} "
                                           f"channels; fix the config's {name}.")
+    if not bool(torch.isfinite(t).all()) or (positive and not bool((t > 0).all())):
+        raise UnsupportedConfigError(f"{cls}: {name} = {t.tolist()} must be finite{' and positive' if positive else ''}"
+                                     f" (the pipeline divides by it); fix the config's {name}.")
     return t
 
 
+def _factor(config, name: str, cls: str, default: float, *, positive: bool) -> float:
+    """``config.<name>`` as a float; absent/None gives ``default``. A zero, negative (scale) or non-finite value is
+    refused rather than replaced: ``scaling_factor=0`` used to become 1.0 silently."""
+    value = getattr(config, name, None)
+    if value is None:
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        raise UnsupportedConfigError(f"{cls}: {name}={value!r} in its config; it must be a "
+                                     f"{'positive ' if positive else ''}finite number (SD's scaling_factor is "
+                                     f"0.18215), or absent.")
+    return float(value)
+
+
 def latent_convention(vae) -> LatentConvention:
-    """The convention of ``vae``'s pipeline, from its class, config and buffers (see the module table)."""
+    """The convention of ``vae``'s pipeline, from its class, config and buffers (see the module table).
+
+    Statistics and factors are checked on the way: a scale or standard deviation that is not finite and positive,
+    or a mean/shift that is not finite, is refused (`decinv.validation.UnsupportedConfigError`) naming the entry."""
     cls, config = type(vae).__name__, vae.config
-    sf = float(getattr(config, "scaling_factor", None) or 1.0)
+    sf = _factor(config, "scaling_factor", cls, 1.0, positive=True)
     channels = latent_channels(vae)
     if cls == "TAESD":  # original TAESD checkpoints: the raw latents (decinv.taesd.PIPELINE_LATENTS maps them)
         return LatentConvention("raw", torch.zeros(channels), torch.ones(channels),
                                 formula=f"raw (TAESD's own; {config.model}'s pipeline uses {config.pipeline_latents})")
     if cls == "AutoencoderKLFlux2":
         bn = vae.bn
-        std = torch.sqrt(bn.running_var.float() + float(config.batch_norm_eps))
+        var = bn.running_var.float() + float(config.batch_norm_eps)
+        if not bool(torch.isfinite(var).all() and (var > 0).all() and torch.isfinite(bn.running_mean).all()):
+            raise UnsupportedConfigError(f"{cls}: its batch-norm statistics (vae.bn.running_mean/running_var, the "
+                                         "pipeline's latent normalisation) are not finite with a positive variance; "
+                                         "load the checkpoint's own statistics.")
+        std = torch.sqrt(var)
         return LatentConvention("batch-norm", bn.running_mean.float().clone(), 1 / std, patchify=True,
                                 formula="(patchify(raw) - bn.running_mean) / sqrt(bn.running_var + batch_norm_eps)")
     if cls == "AutoencoderKLLTXVideo":  # statistics are buffers, not config
-        mean, std = vae.latents_mean.float().clone(), vae.latents_std.float().clone()
+        mean = _stats(vae.latents_mean.float().clone(), channels, "latents_mean (buffer)", cls)
+        std = _stats(vae.latents_std.float().clone(), channels, "latents_std (buffer)", cls, positive=True)
         return LatentConvention("mean-std-sf", mean, sf / std, formula="(raw - latents_mean) * scaling_factor / latents_std")
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
     if cls == "AutoencoderKLWan":  # Wan has no scaling_factor: (raw - mean) / std
-        mean, std = _stats(mean, channels, "latents_mean", cls), _stats(std, channels, "latents_std", cls)
+        mean, std = _stats(mean, channels, "latents_mean", cls), _stats(std, channels, "latents_std", cls,
+                                                                         positive=True)
         return LatentConvention("mean-std", mean, 1 / std, formula="(raw - latents_mean) / latents_std")
     if mean is not None and std is not None:
-        mean, std = _stats(mean, channels, "latents_mean", cls), _stats(std, channels, "latents_std", cls)
+        mean, std = _stats(mean, channels, "latents_mean", cls), _stats(std, channels, "latents_std", cls,
+                                                                         positive=True)
         return LatentConvention("mean-std-sf", mean, sf / std, formula="(raw - latents_mean) * scaling_factor / latents_std")
     if (mean is None) != (std is None):
         raise UnsupportedAutoencoderError(f"{cls}: the config sets only one of latents_mean/latents_std; pipelines "
                                           "use both or neither. Set both or remove the one.")
-    shift = float(getattr(config, "shift_factor", None) or 0.0)
+    shift = _factor(config, "shift_factor", cls, 0.0, positive=False)
     ones = torch.ones(channels)
     if shift:
         return LatentConvention("shift-scale", ones * shift, ones * sf, formula="(raw - shift_factor) * scaling_factor")

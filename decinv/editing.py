@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from decinv.diffusion import _check_inputs
+from decinv.diffusion import _check_inputs, _guard, check_scheduler
 from decinv.metrics import mean_ci, nmse_db
 
 __all__ = ["Trajectory", "sample_trajectory", "inversion_trajectory", "resampled_trajectory", "box_mask",
@@ -81,9 +81,10 @@ def sample_trajectory(unet, scheduler, z_T: torch.Tensor, steps: int = 50) -> Tr
     sched = DDIMScheduler.from_config(scheduler.config)
     sched.set_timesteps(steps, device=z_T.device)
     z, out = z_T, [z_T]
-    for t in sched.timesteps:
-        z = sched.step(unet(z, t).sample, t, z, eta=0.0).prev_sample
-        out.append(z)
+    with _guard(unet, z_T, "sample_trajectory"):
+        for t in sched.timesteps:
+            z = sched.step(unet(z, t).sample, t, z, eta=0.0).prev_sample
+            out.append(z)
     return Trajectory(torch.stack(out), sched.timesteps.clone(), f"DDIM-{steps} sampling")
 
 
@@ -95,13 +96,14 @@ def inversion_trajectory(unet, scheduler, z_0: torch.Tensor, steps: int = 50) ->
     of the sampling trajectory's latent S - k; the list is reversed to match ``sample_trajectory``: ``z_0`` is the
     input itself (bit for bit) and ``z_T`` equals ``ddim_invert(unet, scheduler, z_0, steps)``.
     """
-    _check_inputs(z_0, steps, scheduler)
+    _check_inputs(z_0, steps, scheduler, inverse=True)
     sched = DDIMInverseScheduler.from_config(scheduler.config)
     sched.set_timesteps(steps, device=z_0.device)
     z, out = z_0, [z_0]
-    for t in sched.timesteps:
-        z = sched.step(unet(z, t).sample, t, z).prev_sample
-        out.append(z)
+    with _guard(unet, z_0, "inversion_trajectory"):
+        for t in sched.timesteps:
+            z = sched.step(unet(z, t).sample, t, z).prev_sample
+            out.append(z)
     return Trajectory(torch.stack(out[::-1]), sched.timesteps.flip(0), f"naive DDIM-{steps} inversion")
 
 
@@ -131,7 +133,7 @@ def box_mask(side: int | tuple[int, int], box=(0.25, 0.75, 0.25, 0.75)) -> torch
         raise ValueError(f"box must be (top, bottom, left, right) fractions with 0 <= top < bottom <= 1 and "
                          f"0 <= left < right <= 1, got {box!r}")
     top, bottom, left, right = (round(b * n) for b, n in zip(box, (h, h, w, w)))
-    mask = torch.zeros(1, 1, h, w)
+    mask = torch.zeros(1, 1, h, w, dtype=torch.float32)
     mask[..., top:bottom, left:right] = 1
     if not 0 < mask.sum() < h * w:
         raise ValueError(f"box {box!r} on a {h}x{w} latent covers {int(mask.sum())} of {h * w} cells; "
@@ -199,6 +201,7 @@ def blended_edit(unet, scheduler, trajectory: Trajectory, mask: torch.Tensor, no
     if noise.shape != z_T.shape:
         raise ValueError(f"noise has shape {tuple(noise.shape)}, the trajectory's latents {tuple(z_T.shape)}")
     m = check_mask(mask, z_T)
+    check_scheduler(scheduler, trajectory.steps)
     sched = DDIMScheduler.from_config(scheduler.config)
     sched.set_timesteps(trajectory.steps, device=z_T.device)
     if not torch.equal(sched.timesteps.cpu(), trajectory.timesteps.cpu()):
@@ -207,11 +210,12 @@ def blended_edit(unet, scheduler, trajectory: Trajectory, mask: torch.Tensor, no
     keep = 1 - m
     z = m * noise.to(z_T.dtype) + keep * z_T
     out = [z]
-    for i, t in enumerate(sched.timesteps):
-        z = sched.step(unet(z, t).sample, t, z, eta=0.0).prev_sample
-        z = m * z + keep * trajectory.latents[i + 1]
-        if return_trajectory:
-            out.append(z)
+    with _guard(unet, z_T, "blended_edit"):
+        for i, t in enumerate(sched.timesteps):
+            z = sched.step(unet(z, t).sample, t, z, eta=0.0).prev_sample
+            z = m * z + keep * trajectory.latents[i + 1]
+            if return_trajectory:
+                out.append(z)
     if return_trajectory:
         return Trajectory(torch.stack(out), sched.timesteps.clone(), f"blended edit of: {trajectory.how}")
     return z

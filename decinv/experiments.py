@@ -139,7 +139,7 @@ def generated_instances(model: LatentModel, pipeline, n: int, seed: int = 0, ddi
     generator = torch.Generator().manual_seed(seed)
     side = int(pipeline.unet.config.sample_size)
     shape = (n, model.latent_channels, side, side)
-    z_T = torch.randn(shape, generator=generator).to(model.device, model.dtype)
+    z_T = torch.randn(shape, generator=generator, dtype=torch.float32).to(model.device, model.dtype)
     z = torch.cat([ddim_sample(pipeline.unet, pipeline.scheduler, c, ddim_steps) for c in z_T.split(batch)])
     x = torch.cat([quantize_8bit(model.decode(c)) for c in z.split(batch)])
     return Instances(x=x.to(model.dtype), z_true=z, how=f"DDIM-{ddim_steps} samples of the tiny LDM (seed {seed})")

@@ -79,7 +79,7 @@ def jacobian_extremes(ed, z: torch.Tensor, iters: int = 60, eps: float = 1e-2, s
         return w, (w * v).flatten(1).sum(1) + shift
 
     def power(shift):
-        v = unit(torch.randn(z.shape, generator=generator).to(z))
+        v = unit(torch.randn(z.shape, generator=generator, dtype=torch.float32).to(z))
         for _ in range(iters):
             v = unit(rayleigh(v, shift)[0])
         return rayleigh(v, shift)[1]  # the quotient of the final direction

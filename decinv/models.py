@@ -16,10 +16,19 @@ from pathlib import Path
 
 import torch
 
+from decinv import ambient
 from decinv.autoencoders import (SPECS, UnsupportedAutoencoderError, compression, latent_channels,
                                  latent_convention, spec_for)
 from decinv.taesd import is_taesd_source, load_taesd
-from decinv.validation import check_frames, check_images, check_latents, resolve_device
+from decinv.validation import UnsupportedConfigError, check_frames, check_images, check_latents, resolve_device
+
+TILING_FLAGS = ("use_tiling", "use_framewise_encoding", "use_framewise_decoding")
+"""Attributes of diffusers autoencoders that switch tiled (spatial) or frame-batched (temporal) encoding/decoding on
+(``vae.enable_tiling()``; LTX's ``use_framewise_*``). Tiles overlap and are blended, so a tiled E and D are other
+functions than the model's, and LTX's temporal tiling splits a video on both sides with different frame batches
+(its encoder even reads ``use_framewise_decoding``): E∘D would not be the map the method and its theory assume.
+`LatentModel` refuses them; ``chunk_size`` bounds memory without changing the result. ``use_slicing`` (one image or
+video per call) is supported: it gives the same latents as one batched call."""
 
 # name -> (hub id, subfolder). The paper's three LDMs (paper-notes section 1, 5):
 PRESETS = {
@@ -81,6 +90,13 @@ class LatentModel:
     A non-finite E(x) from a finite x (16-bit overflow) raises `NonFiniteLatentError` instead of returning NaN; with
     ``upcast=True`` a float16 request on a VAE whose config sets ``force_upcast`` keeps it in float32, as diffusers
     pipelines do (stable_diffusion_xl/pipeline_stable_diffusion_xl.py:1264-1268, ``needs_upcasting``).
+
+    Ambient torch state (`decinv.ambient`): E and D always run in ``dtype`` (a caller's ``torch.autocast`` is switched
+    off inside, with an `decinv.ambient.AmbientStateWarning`), in eval mode with frozen weights (a VAE put back in
+    train mode or given trainable weights after wrapping is evaluated as if it were not, and restored), and
+    ``decode(grad=True)`` builds its graph even inside ``torch.no_grad()``/``torch.inference_mode()``. A VAE cast or
+    moved behind the wrapper's back (``model.vae.half()``) is noticed at the next call: ``dtype``/``device`` follow
+    its weights. Tiled encoding/decoding (`TILING_FLAGS`) is refused with an `UnsupportedConfigError`.
     """
 
     def __init__(self, vae, name: str = "custom", *, upcast: bool = False):
@@ -127,8 +143,8 @@ class LatentModel:
             self.upcast_from = None
         self.dtype = dtype or self.dtype
         self.vae.to(self.device)
-        if dtype is not None:
-            self.vae.to(dtype)
+        if dtype is not None and any(p.dtype != dtype for p in self.vae.parameters()):
+            self.vae.to(dtype)  # only when needed: diffusers logs a warning on every cast
         self._apply_layout()
         return self
 
@@ -153,6 +169,32 @@ class LatentModel:
         if what == "images":
             check_frames(t.shape[1], self.temporal_compression, type(self.vae).__name__)
 
+    def sync(self) -> "LatentModel":
+        """Make ``dtype``/``device`` those of the VAE's weights again if they were cast or moved directly
+        (``model.vae.half()``), so that inputs are cast to what really runs and results record it; check that no
+        tiling is switched on (`TILING_FLAGS`). Every ``encode``/``decode`` call does this first."""
+        param = next(self.vae.parameters(), None)
+        if param is not None:
+            same_device = param.device.type == self.device.type and self.device.index in (None, param.device.index)
+            if param.dtype != self.dtype or not same_device:
+                self.device = self.device if same_device else param.device
+                self.dtype, self.upcast_from = param.dtype, None
+                self._apply_layout()
+        on = [flag for flag in TILING_FLAGS if getattr(self.vae, flag, False)]
+        if on:
+            raise UnsupportedConfigError(
+                f"{type(self.vae).__name__} has {', '.join(f'{flag}=True' for flag in on)}: tiled encoding/decoding "
+                "blends overlapping tiles (and LTX's frame-wise mode splits videos differently on the two sides), so "
+                "E and D would not be the model's functions and the inversion would solve another problem. Switch it "
+                "off (vae.disable_tiling(); for LTX also vae.use_framewise_encoding = vae.use_framewise_decoding = "
+                "False) and bound memory with chunk_size instead, which does not change the result.")
+        return self
+
+    def _guard(self, what: str):
+        return ambient.guarded(self.device, self.dtype, self.vae, what=what,
+                               fix="load the model in it: decinv.load_model(..., dtype=torch.{dtype}) or "
+                                   "model.to(dtype=torch.{dtype})")
+
     def encode(self, x: torch.Tensor, chunk_size: int | None = None, *, check: bool = True,
                finite: bool = True) -> torch.Tensor:
         """E(x) in the pipeline's latent convention. ``chunk_size`` images/frames (temporal: videos) per call.
@@ -162,7 +204,8 @@ class LatentModel:
         if check:
             check_images(x, self.downsample)
         self._check_video(x, "images")
-        with torch.no_grad():
+        self.sync()
+        with torch.no_grad(), self._guard("LatentModel.encode"):
             z = self._batched(x, chunk_size, self._encode_items)
         if finite and not bool(torch.isfinite(z).all()) and bool(torch.isfinite(x).all()):
             hint = (f"Its config sets force_upcast=True: diffusers pipelines run it in float32 "
@@ -178,7 +221,8 @@ class LatentModel:
         if check:
             check_latents(z, self.latent_channels)
         self._check_video(z, "latents")
-        with torch.set_grad_enabled(grad):
+        self.sync()
+        with (ambient.autograd() if grad else torch.no_grad()), self._guard("LatentModel.decode"):
             return self._batched(z, chunk_size, self._decode_items)
 
     def _encode_items(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,7 +266,9 @@ def load_model(source, *, device: str | torch.device | None = None, dtype: torch
 
     Folders and hub repos are loaded by the class their ``config.json`` names in ``_class_name`` (the way
     ``diffusers.AutoModel`` resolves it); the supported classes are `decinv.autoencoders.SPECS`, anything else is an
-    `UnsupportedAutoencoderError` naming the class. ``device`` None/"auto" picks CUDA when present. ``upcast=True``:
+    `UnsupportedAutoencoderError` naming the class. ``device`` None/"auto" picks CUDA when present. ``dtype`` None:
+    float32 for weights read from files (whatever ``torch.set_default_dtype`` says), the module's own dtype for an
+    instance. ``upcast=True``:
     honour ``force_upcast`` as diffusers pipelines do (``dtype=torch.float16`` leaves such a VAE in float32); by default
     the requested dtype is used and an overflowing E(x) raises `NonFiniteLatentError`.
     """
@@ -247,6 +293,8 @@ def load_model(source, *, device: str | torch.device | None = None, dtype: torch
         vae, name = load_taesd(source, variant), str(source)
     else:
         vae, name = _load_vae(str(source)), str(source)
+    if dtype is None and not isinstance(source, nn.Module):  # files: float32, not torch's default dtype of the moment
+        dtype = torch.float32
     return LatentModel(vae, name=name, upcast=upcast).to(target_device, dtype)
 
 

@@ -52,8 +52,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from decinv import ambient
 from decinv.models import LatentModel, ModelNotAvailableError, _offline, load_model
-from decinv.validation import resolve_device
+from decinv.validation import UnsupportedConfigError, resolve_device
 
 PROMPT_DATASET = "Gustavosta/Stable-Diffusion-Prompts"
 PROMPTS_ENV = "DECINV_PROMPTS"  # a prompts file named by the environment (e.g. for papermill runs of the chapters)
@@ -164,8 +165,8 @@ def _dataset_prompts(n: int) -> list[str]:
 # ------------------------------------------------------------------------------------------------------ loading
 
 
-def _load(cls, source: str, subfolder: str, local: bool):
-    return cls.from_pretrained(source, subfolder=subfolder, local_files_only=local)
+def _load(cls, source: str, subfolder: str, local: bool, **kwargs):
+    return cls.from_pretrained(source, subfolder=subfolder, local_files_only=local, **kwargs)
 
 
 def load_text_to_image(protocol: str | Protocol = "sd21", source: str | os.PathLike | None = None, *,
@@ -176,7 +177,8 @@ def load_text_to_image(protocol: str | Protocol = "sd21", source: str | os.PathL
     The components are loaded one by one (``UNet2DConditionModel``, ``AutoencoderKL``, ``CLIPTextModel``,
     ``CLIPTokenizer``) and assembled into a ``StableDiffusionPipeline`` with the paper's scheduler, no safety
     checker, so that SD 2.1 and InstaFlow (whose repo names a custom pipeline class) load the same way.
-    ``dtype``: float32 by default (the paper's watermark code; its ``main_fsm.py`` generated in float16 on the GPU).
+    ``dtype``: float32 by default (the paper's watermark code; its ``main_fsm.py`` generated in float16 on the GPU),
+    whatever ``torch.set_default_dtype`` says.
     """
     try:
         from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
@@ -188,13 +190,15 @@ def load_text_to_image(protocol: str | Protocol = "sd21", source: str | os.PathL
     if not isinstance(protocol, Protocol):
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}.")
     source = str(source) if source is not None else protocol.repo
+    # float32 unless asked, not torch's default dtype of the moment (the networks are loaded in it, not cast later)
+    weights = {"torch_dtype": torch.float32 if dtype is None else dtype}
     local = Path(source).expanduser().is_dir()
     if local:
         source = str(Path(source).expanduser())
     try:
-        parts = dict(unet=_load(UNet2DConditionModel, source, "unet", local or _offline()),
-                     vae=_load(AutoencoderKL, source, "vae", local or _offline()),
-                     text_encoder=_load(CLIPTextModel, source, "text_encoder", local or _offline()),
+        parts = dict(unet=_load(UNet2DConditionModel, source, "unet", local or _offline(), **weights),
+                     vae=_load(AutoencoderKL, source, "vae", local or _offline(), **weights),
+                     text_encoder=_load(CLIPTextModel, source, "text_encoder", local or _offline(), **weights),
                      tokenizer=_load(CLIPTokenizer, source, "tokenizer", local or _offline()))
     except (OSError, ValueError) as error:  # hub cache misses surface as OSError subclasses
         where = (f"the folder {source} (it needs unet/, vae/, text_encoder/ and tokenizer/ as written by "
@@ -211,7 +215,7 @@ def load_text_to_image(protocol: str | Protocol = "sd21", source: str | os.PathL
 
         adapter_source = str(Path(source) / "motion_adapter") if local else protocol.adapter
         try:
-            adapter = MotionAdapter.from_pretrained(adapter_source, local_files_only=local or _offline())
+            adapter = MotionAdapter.from_pretrained(adapter_source, local_files_only=local or _offline(), **weights)
         except (OSError, ValueError) as error:
             raise ModelNotAvailableError(
                 f"Cannot load the motion adapter {adapter_source!r} of the {protocol.name} pipeline. Fix: "
@@ -267,15 +271,39 @@ class TextToImage:
 
     @classmethod
     def from_pipeline(cls, pipe, protocol: str | Protocol, *, device=None, dtype=None, source: str = ""):
-        """Wrap an assembled ``StableDiffusionPipeline`` (moved to ``device``/``dtype``)."""
+        """Wrap an assembled ``StableDiffusionPipeline`` (moved to ``device``/``dtype``).
+
+        Refused (`decinv.validation.UnsupportedConfigError`, naming the setting), because x would then not be the
+        8-bit D(z*) of the latent the protocol records: a safety checker (it replaces a flagged image by a black
+        one), an image processor with ``do_normalize=False`` (it would not map D(z*) from [-1, 1] to pixels), and
+        a VAE with tiling on (`decinv.models.TILING_FLAGS`)."""
         protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
+        if getattr(pipe, "safety_checker", None) is not None:
+            raise UnsupportedConfigError(
+                f"{type(pipe).__name__} has a safety checker: it replaces a flagged image by a black one, so x would "
+                "not be D(z*) of the latent recorded. Assemble the pipeline with safety_checker=None (and "
+                "requires_safety_checker=False), as load_text_to_image does.")
+        processor = getattr(pipe, "image_processor", None)
+        if processor is not None and not processor.config.get("do_normalize", True):
+            raise UnsupportedConfigError(
+                f"{type(pipe).__name__}.image_processor has do_normalize=False: its postprocess would not map the "
+                "decoded image from [-1, 1] to pixels, so x would not be D(z*). Use VaeImageProcessor(vae_scale_factor="
+                "pipe.vae_scale_factor) with its default do_normalize=True.")
         device = resolve_device(device)
         pipe = pipe.to(device) if dtype is None else pipe.to(device, dtype)
-        model = load_model(pipe.vae, device=device, dtype=dtype)
+        model = load_model(pipe.vae, device=device, dtype=dtype).sync()  # sync() refuses a tiling VAE
         if model.convention.kind != "scale":  # the pipeline decodes latents / scaling_factor, nothing else
             raise ValueError(f"{type(pipe).__name__} decodes latents / scaling_factor, but this VAE's latents are "
                              f"{model.convention.formula}; z* would not be in decinv's convention.")
         return cls(pipe=pipe, protocol=protocol, vae=model, source=source or protocol.repo)
+
+    def guard(self, what: str):
+        """`decinv.ambient.guarded` for the pipeline's networks (UNet, VAE, text encoder): they run in their own
+        dtype whatever the caller's ``torch.autocast``, in eval mode, with frozen weights."""
+        pipe = self.pipe
+        modules = [getattr(pipe, name, None) for name in ("unet", "vae", "text_encoder")]
+        return ambient.guarded(pipe.unet.device, pipe.unet.dtype, *modules, what=what,
+                               fix="load the pipeline in it: load_text_to_image(..., dtype=torch.{dtype})")
 
     def with_protocol(self, **changes) -> "TextToImage":
         """The same pipeline with some protocol fields changed (e.g. ``steps=3`` for a quick look)."""
@@ -298,12 +326,13 @@ class TextToImage:
         if latents is not None:
             latents = latents.to(self.pipe.unet.device, self.pipe.unet.dtype)
         w = self.protocol.guidance_scale if guidance_scale is None else float(guidance_scale)
-        if self.protocol.kind == "diffusion":
-            z, image = self._diffusion(prompt, generator, latents, w)
-        elif self.protocol.kind == "rectified-flow":
-            z, image = self._rectified_flow(prompt, generator, latents, w)
-        else:
+        if self.protocol.kind not in ("diffusion", "rectified-flow"):
             raise ValueError(f"unknown protocol kind {self.protocol.kind!r} (diffusion or rectified-flow).")
+        with self.guard(f"{type(self).__name__}.generate"):
+            if self.protocol.kind == "diffusion":
+                z, image = self._diffusion(prompt, generator, latents, w)
+            else:
+                z, image = self._rectified_flow(prompt, generator, latents, w)
         return pil_to_tensor(image)[None], z, image
 
     def _diffusion(self, prompt: str, generator, latents=None, guidance_scale=None):
@@ -344,7 +373,7 @@ class TextToImage:
         shape = (1, pipe.unet.config.in_channels, height // f, width // f)
         z = randn_tensor(shape, generator=generator, device=device, dtype=cond.dtype) if latents is None else latents
         for i in range(steps):
-            t = torch.tensor(1000.0 * (1 - i / steps), device=device)
+            t = torch.tensor(1000.0 * (1 - i / steps), device=device, dtype=torch.float32)
             z = z + guided_output(pipe.unet, z, t, cond, uncond, w) / steps
         decoded = pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample
         return z, pipe.image_processor.postprocess(decoded, output_type="pil")[0]
@@ -393,10 +422,11 @@ class TextToVideo(TextToImage):
             return {}
 
         height, width = self.size
-        out = self.pipe(prompt, num_frames=self.protocol.frames, height=height, width=width,
-                        num_inference_steps=self.protocol.steps, guidance_scale=self.protocol.guidance_scale,
-                        generator=torch.Generator("cpu").manual_seed(int(seed)), output_type="pil",
-                        callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"])
+        with self.guard("TextToVideo.generate"):
+            out = self.pipe(prompt, num_frames=self.protocol.frames, height=height, width=width,
+                            num_inference_steps=self.protocol.steps, guidance_scale=self.protocol.guidance_scale,
+                            generator=torch.Generator("cpu").manual_seed(int(seed)), output_type="pil",
+                            callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"])
         frames = out.frames[0]
         x = torch.stack([pil_to_tensor(frame) for frame in frames])[None]
         return x, captured["z"].permute(0, 2, 1, 3, 4).clone(), frames

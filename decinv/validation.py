@@ -5,6 +5,12 @@ from __future__ import annotations
 import torch
 
 
+class UnsupportedConfigError(ValueError):
+    """A scheduler, pipeline or autoencoder setting that would make an inversion or a round trip silently wrong
+    (clipping, thresholding, added noise, a timestep grid the inverse cannot follow, tiled encoding or decoding).
+    The message names the setting and the value to use instead."""
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """None or "auto" -> CUDA if available else CPU; asking for CUDA without it is an error, not a fallback."""
     if device is None or device == "auto":
@@ -20,7 +26,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def _check_tensor(t, what: str, channels: int, channel_name: str) -> None:
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor, got {type(t).__name__}.")
+        hint = " (torch.from_numpy(a) for a numpy array)" if type(t).__module__ == "numpy" else ""
+        raise TypeError(f"{what} must be a torch.Tensor{hint}, got {type(t).__name__}.")
+    if t.layout != torch.strided:
+        raise ValueError(f"{what} must be a dense tensor, got layout {t.layout}; convert it with .to_dense().")
+    if t.device.type == "meta":
+        raise ValueError(f"{what} is on the meta device and holds no values; pass a tensor with data.")
     if t.dim() not in (4, 5):
         raise ValueError(f"{what} must have shape (B, {channel_name}, H, W) or (B, F, {channel_name}, H, W) "
                          f"for video; got {tuple(t.shape)}. Add a batch axis with x[None] for a single one.")
@@ -37,7 +48,7 @@ def _check_tensor(t, what: str, channels: int, channel_name: str) -> None:
 def check_images(x, downsample: int = 1) -> None:
     """Images (B, 3, H, W) or video (B, F, 3, H, W), float, finite, in [-1, 1], sides divisible by the VAE's factor."""
     _check_tensor(x, "images", 3, "3")
-    low, high = float(x.min()), float(x.max())
+    low, high = float(x.detach().min()), float(x.detach().max())
     if low < -1.001 or high > 1.001:
         hint = " They look like 0-255 pixel values: use x / 127.5 - 1." if high > 2 else ""
         raise ValueError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}].{hint}")

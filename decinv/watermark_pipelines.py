@@ -43,6 +43,7 @@ from decinv.measure import measure
 from decinv.metrics import nmse_db
 from decinv.pipelines import guided_output
 from decinv.solvers import invert
+from decinv.validation import UnsupportedConfigError
 
 WATERMARK_GUIDANCE = {"diffusion": 7.5, "rectified-flow": 1.0}
 """CFG scale of the watermark experiment per protocol kind: SD 2.1 7.5 (main_watermark_detection.py), InstaFlow 1.0."""
@@ -189,7 +190,10 @@ def ddim_invert_guided(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: f
 
     ``z0`` (B, C, h, w), ``prompts`` B strings (one per latent), ``steps`` None → the protocol's (50);
     returns ẑ_T (B, C, h, w) in z0's dtype. Raises ValueError unless the scheduler is a first-order, ε-predicting
-    ``DPMSolverMultistepScheduler`` (the paper's)."""
+    ``DPMSolverMultistepScheduler`` (the paper's), and `decinv.validation.UnsupportedConfigError` for settings under
+    which its sampling is not the update above: ``thresholding=True`` (it rescales each predicted z_0, which the
+    inversion cannot undo), an SDE ``algorithm_type`` (it adds noise), ``rescale_betas_zero_snr=True`` (σ = ∞ at the
+    first step) or a non-finite σ on the grid."""
     _check_pipeline(pipeline)
     prompts = _prompts(prompts)
     _check_latents(pipeline, z0, "z0", batch=len(prompts))
@@ -200,15 +204,29 @@ def ddim_invert_guided(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: f
         raise ValueError(f"naive DDIM inversion inverts the paper's sampler, a first-order epsilon-predicting "
                          f"DPMSolverMultistepScheduler; this pipeline has {type(pipe.scheduler).__name__} "
                          f"(solver_order={config.get('solver_order')}, prediction_type={config.prediction_type}).")
+    if config.get("thresholding", False):
+        raise UnsupportedConfigError(
+            "the pipeline's DPMSolverMultistepScheduler has thresholding=True: sampling rescales each predicted z_0 "
+            "by a per-sample percentile (meant for pixel-space models), which naive inversion cannot undo. Use "
+            "thresholding=False (decinv.pipelines.paper_scheduler does).")
+    if config.get("rescale_betas_zero_snr", False):
+        raise UnsupportedConfigError(
+            "the pipeline's DPMSolverMultistepScheduler has rescale_betas_zero_snr=True: at zero terminal SNR the "
+            "first noise level is infinite and the epsilon-prediction update divides by zero. Use "
+            "rescale_betas_zero_snr=False (decinv.pipelines.paper_scheduler does).")
     scheduler = type(pipe.scheduler).from_config(config)
     scheduler.set_timesteps(steps, device=pipe.unet.device)
     timesteps, sigmas = scheduler.timesteps, [float(s) for s in scheduler.sigmas]
-    cond, uncond = _embeddings(pipe, prompts, w > 1.0)
-    z = z0.to(pipe.unet.device, pipe.unet.dtype)
-    for k in tqdm(range(steps - 1, -1, -1), desc="DDIM inversion", disable=not progress):
-        eps = guided_output(pipe.unet, z, timesteps[k], cond, uncond, w)
-        scale_next, scale_k = math.sqrt(1 + sigmas[k + 1] ** 2), math.sqrt(1 + sigmas[k] ** 2)
-        z = (z * scale_next + (sigmas[k] - sigmas[k + 1]) * eps) / scale_k
+    if not all(math.isfinite(s) for s in sigmas[: steps + 1]):
+        raise UnsupportedConfigError(f"the scheduler's noise levels on its {steps}-step grid are not all finite "
+                                     f"({sigmas[:3]}...); check its beta schedule and timestep settings.")
+    with pipeline.guard("ddim_invert_guided"):
+        cond, uncond = _embeddings(pipe, prompts, w > 1.0)
+        z = z0.to(pipe.unet.device, pipe.unet.dtype)
+        for k in tqdm(range(steps - 1, -1, -1), desc="DDIM inversion", disable=not progress):
+            eps = guided_output(pipe.unet, z, timesteps[k], cond, uncond, w)
+            scale_next, scale_k = math.sqrt(1 + sigmas[k + 1] ** 2), math.sqrt(1 + sigmas[k] ** 2)
+            z = (z * scale_next + (sigmas[k] - sigmas[k + 1]) * eps) / scale_k
     return z.to(z0.dtype)
 
 
@@ -249,13 +267,14 @@ def invert_flow(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: float | 
     prompts = _prompts(prompts)
     _check_latents(pipeline, z0, "z0", batch=len(prompts))
     pipe, w, steps = pipeline.pipe, _guidance(pipeline, guidance_scale), _steps(pipeline, steps)
-    cond, uncond = _embeddings(pipe, prompts, w > 1.0)
     device = pipe.unet.device
+    with pipeline.guard("invert_flow"):
+        cond, uncond = _embeddings(pipe, prompts, w > 1.0)
 
-    def velocity(z, t):
-        return guided_output(pipe.unet, z, torch.tensor(t, device=device), cond, uncond, w)
+        def velocity(z, t):
+            return guided_output(pipe.unet, z, torch.tensor(t, device=device, dtype=torch.float32), cond, uncond, w)
 
-    return backward_euler(velocity, z0.to(device, pipe.unet.dtype), steps, iterations).to(z0.dtype)
+        return backward_euler(velocity, z0.to(device, pipe.unet.dtype), steps, iterations).to(z0.dtype)
 
 
 def invert_diffusion(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: float | None = None,
@@ -287,7 +306,8 @@ def watermark_keys(pipeline, radius: int = 6, *, centred_on_dc: bool = False, ke
 def watermarked_noises(pipeline, seed: int, keys: torch.Tensor, mask: torch.Tensor, channel: int = 0) -> torch.Tensor:
     """(3, C, h, w) float32 CPU: three independent N(0, I) noises drawn from ``torch.Generator("cpu").manual_seed(seed)``
     (one ``randn`` call), noise w carrying key w (`decinv.watermark.inject`; other channels untouched)."""
-    noise = torch.randn((3, *latent_shape(pipeline)), generator=torch.Generator("cpu").manual_seed(int(seed)))
+    noise = torch.randn((3, *latent_shape(pipeline)), generator=torch.Generator("cpu").manual_seed(int(seed)),
+                        dtype=torch.float32)
     return wm.inject(noise, keys[:3], mask, channel)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 
 import torch
 
+from decinv import ambient
 from decinv.measure import measure
 from decinv.solvers.anderson import anderson
 from decinv.solvers.encoder import encoder
@@ -27,12 +30,123 @@ METHODS = {
     "anderson": anderson,
 }
 RESIDUAL_KIND = {"gradient-adam": "pixel ||D(z) - x||", "anderson": "latent ||T(z)|| at the last accepted iterate"}
+MODEL_ATTRIBUTES = ("encode", "decode", "downsample", "device", "dtype")
+"""What `invert` uses of a model: a `decinv.LatentModel` has them all (tests also pass small stand-ins)."""
 
 
 def method_options(method: str) -> dict:
     """The keyword options a method accepts, with their defaults."""
     params = inspect.signature(METHODS[method]).parameters
     return {n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _integer(value, name: str, low: int, *, none: bool = False):
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        what = "a positive" if low == 1 else "a non-negative"
+        raise ValueError(f"{name} must be {what} integer{' or None' if none else ''}, got {value!r}.")
+    return int(value)
+
+
+def _number(value, name: str, *, low: float = 0.0, strict: bool = True, high: float | None = None,
+            none: bool = False):
+    if value is None and none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if strict else value >= low) and (high is None or value < high)
+    if not ok:
+        span = f"{'>' if strict else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+        raise ValueError(f"{name} must be a finite number {span}{' or None' if none else ''}, got {value!r}.")
+    return float(value)
+
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64, "fp64": torch.float64}
+
+
+def _dtype(value, name: str):
+    if value is None or (isinstance(value, torch.dtype) and value.is_floating_point):
+        return value
+    if isinstance(value, str) and value.lower() in _DTYPES:
+        return _DTYPES[value.lower()]
+    raise ValueError(f"{name} must be a floating torch.dtype (e.g. torch.float32), one of {', '.join(_DTYPES)}, or "
+                     f"None; got {value!r}.")
+
+
+def _betas(value, name: str):
+    if (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(b, numbers.Real) and not isinstance(b, bool) and 0 <= b < 1 for b in value)):
+        return (float(value[0]), float(value[1]))
+    raise ValueError(f"{name} must be two numbers in [0, 1), e.g. (0.9, 0.999), got {value!r}.")
+
+
+def _flag(value, name: str):
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
+OPTION_RULES = {
+    "lr": lambda v, n: _number(v, n),
+    "step_size": lambda v, n: _number(v, n),
+    "alpha": lambda v, n: _number(v, n, strict=False, high=1.0),
+    "beta": lambda v, n: _number(v, n, none=True),
+    "schedule_cap": lambda v, n: _integer(v, n, 1, none=True),
+    "betas": _betas,
+    "eps": lambda v, n: _number(v, n, strict=False, none=True),
+    "master_dtype": _dtype,
+    "memory": lambda v, n: _integer(v, n, 0),
+    "reg": lambda v, n: _number(v, n, strict=False),
+    "safeguard": _flag,
+}
+"""The valid values of every method option (``schedule`` is checked by its method, which knows its names)."""
+
+
+def check_options(method: str, options: dict) -> dict:
+    """``options`` for ``method`` with every value checked (`OPTION_RULES`) and normalised (numbers to float or int,
+    dtype names such as "float16" to torch dtypes): a `ValueError` naming the option and its valid values, or a
+    `TypeError` for an option the method does not have. `invert` calls it; the command line calls it before a job
+    starts, so that a bad ``-o KEY=VALUE`` is refused before any model is loaded."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    known = method_options(method)
+    unknown = set(options) - set(known)
+    if unknown:
+        raise TypeError(f"method {method!r} has no option(s) {', '.join(sorted(unknown))}; "
+                        f"its options are {known}.")
+    checked = {}
+    for name, value in options.items():
+        if name == "schedule":  # the method's own schedule or None (a fixed step)
+            if value not in (known["schedule"], None):
+                raise ValueError(f"{method} option schedule must be {known['schedule']!r} or None (fixed), "
+                                 f"got {value!r}.")
+            checked[name] = value
+            continue
+        rule = OPTION_RULES.get(name)
+        checked[name] = rule(value, f"{method} option {name}") if rule else value
+    return checked
+
+
+def _check_model(model) -> None:
+    missing = [a for a in MODEL_ATTRIBUTES if not hasattr(model, a)]
+    if missing:
+        hint = (" It looks like a diffusers autoencoder: wrap it with decinv.load_model(vae)."
+                if hasattr(model, "config") and hasattr(model, "encode") else "")
+        raise TypeError(f"model must be a decinv.LatentModel (decinv.load_model(...)), got {type(model).__name__} "
+                        f"without {', '.join(missing)}.{hint}")
+
+
+def _check_z_true(z_true, shape, item: int) -> None:
+    if not isinstance(z_true, torch.Tensor):
+        raise TypeError(f"z_true must be a torch.Tensor or None, got {type(z_true).__name__}.")
+    if z_true.dim() < item or z_true.shape[:-item] != shape:
+        raise ValueError(f"z_true has shape {tuple(z_true.shape)}, expected leading shape {tuple(shape)} "
+                         f"(one latent per {'video' if item == 4 else 'image/frame'}).")
+    if not z_true.is_floating_point() or z_true.layout != torch.strided:
+        raise ValueError(f"z_true must be a dense floating-point tensor, got {z_true.dtype} ({z_true.layout}).")
+    if not bool(torch.isfinite(z_true).all()):
+        raise ValueError("z_true contains NaN or infinite values; pass the finite ground-truth latents.")
 
 
 def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | None = None, *,
@@ -50,21 +164,32 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
     (per-sample early stopping); the loop ends when all are. ``chunk_size``: images/frames per encoder/decoder call,
     to bound memory (default: ``model.chunk_size``, None for a model you load, set by the hub profiles).
     ``callback(StepInfo)`` runs after each iteration. Method options (``step_size``, ``alpha``,
-    ``beta``, ``lr``, ``schedule``, ``memory``, ...) are listed by `method_options`.
+    ``beta``, ``lr``, ``schedule``, ``memory``, ...) are listed by `method_options` and checked by `check_options`.
+
+    The contract (README, "Input contract"): every argument is checked before any work, and a bad one raises a
+    `ValueError` or `TypeError` that names it and what to pass; ``x`` and ``z_true`` are never modified (nor given a
+    ``.grad``), nor is the model. The result's ``z`` is finite, and its ``status`` says whether every step ran
+    ("completed"), every sample reached ``tol`` ("converged") or a non-finite value stopped the run ("failed: ...",
+    ``z`` the last finite iterate). The caller's torch state does not change the result (`decinv.ambient`): the
+    networks run in ``model.dtype`` even inside ``torch.autocast`` (with a warning), in eval mode, and the
+    gradient-based method gets its autograd even inside ``torch.no_grad()``/``torch.inference_mode()``;
+    ``result.precision`` records the arithmetic that ran (dtype, and TF32 or reduced-precision matmuls if allowed).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-    unknown = set(options) - set(method_options(method))
-    if unknown:
-        raise TypeError(f"method {method!r} has no option(s) {', '.join(sorted(unknown))}; "
-                        f"its options are {method_options(method)}.")
+    _check_model(model)
+    options = check_options(method, options)
     steps = (0 if method == "encoder" else 100) if steps is None else steps
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}.")
+    steps = _integer(steps, "steps", 0)
     if method == "encoder" and steps:
         raise ValueError("the encoder baseline takes no iterations; use steps=0 (or leave it out).")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
+    chunk_size = _integer(chunk_size, "chunk_size", 1, none=True)
+    if tol is not None:
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or math.isnan(tol) or tol < 0:
+            raise ValueError(f"tol must be a non-negative number (a residual norm) or None, got {tol!r}.")
+        tol = float(tol)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function of one StepInfo, got {type(callback).__name__}.")
+    if hasattr(model, "sync"):
+        model.sync()  # dtype/device as the weights are now; refuses tiled encoding/decoding
     check_images(x, model.downsample)
     chunk_size = chunk_size if chunk_size is not None else getattr(model, "chunk_size", None)  # the model's default
     # A temporal (3-D causal) autoencoder maps a whole video to a latent video: one item is a video, not a frame.
@@ -73,26 +198,33 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
         raise ValueError(f"{type(model.vae).__name__} is a video autoencoder: pass videos (B, F, 3, H, W), got "
                          f"shape {tuple(x.shape)}.")
     shape = x.shape[:-item]
-    x4 = x.reshape(-1, *x.shape[-item:]).to(model.device, model.dtype)
-    z_true4 = None
     if z_true is not None:
-        if z_true.shape[:-item] != shape:
-            raise ValueError(f"z_true has leading shape {tuple(z_true.shape[:-item])}, expected {tuple(shape)} "
-                             f"(one latent per {'video' if item == 4 else 'image/frame'}).")
-        z_true4 = z_true.reshape(-1, *z_true.shape[-item:]).to(model.device)
-
-    with measure(model.device) as m:
-        tracker = Tracker(steps, len(x4), method, model.device, residual_kind=RESIDUAL_KIND.get(method, "latent ||T(z)||"),
-                          z_true=z_true4, tol=tol, callback=callback, progress=progress)
-        problem = Problem(model, x4, model.encode(x4, chunk_size, check=False), chunk_size)
-        with torch.no_grad():
-            z = METHODS[method](problem, tracker, **options)
+        _check_z_true(z_true, shape, item)
+    with ambient.guarded(model.device, model.dtype, getattr(model, "vae", None), what="decinv.invert",
+                         fix="load the model in it: decinv.load_model(..., dtype=torch.{dtype}) or "
+                             "model.to(dtype=torch.{dtype})"), torch.inference_mode(False):
+        # detached copies where needed: the caller's tensors get no .grad and are never written to; a tensor made
+        # inside torch.inference_mode() cannot take part in the gradient-based method's autograd, so it is cloned.
+        x4 = x.detach().reshape(-1, *x.shape[-item:]).to(model.device, model.dtype)
+        x4 = x4.clone() if x4.is_inference() else x4
+        z_true4 = None if z_true is None else z_true.detach().reshape(-1, *z_true.shape[-item:]).to(model.device)
+        with measure(model.device) as m:
+            tracker = Tracker(steps, len(x4), method, model.device,
+                              residual_kind=RESIDUAL_KIND.get(method, "latent ||T(z)||"), z_true=z_true4, tol=tol,
+                              callback=callback, progress=progress)
+            problem = Problem(model, x4, model.encode(x4, chunk_size, check=False), chunk_size)
+            if z_true4 is not None and z_true4.shape != problem.e.shape:
+                tracker.trace()  # closes the progress bar
+                raise ValueError(f"z_true has latents of shape {tuple(z_true.shape[-item:])}, but this model's "
+                                 f"latents for these images are {tuple(problem.e.shape[1:])}.")
+            with torch.no_grad():
+                z = METHODS[method](problem, tracker, **options)
     return InversionResult(
         z=z.reshape(*shape, *z.shape[1:]), trace=tracker.trace(), method=method, dtype=model.dtype,
         status=tracker.status, seconds=m.seconds, peak_memory_bytes=m.peak_memory_bytes,
-        memory_kind=m.memory_kind, info=tracker.info,
+        memory_kind=m.memory_kind, info=tracker.info, precision=ambient.precision(model.device, model.dtype),
     )
 
 
-__all__ = ["invert", "InversionResult", "Trace", "StepInfo", "METHODS", "method_options", "paper_schedule",
-           "warmup_cosine_schedule", "km_condition"]
+__all__ = ["invert", "InversionResult", "Trace", "StepInfo", "METHODS", "method_options", "check_options",
+           "paper_schedule", "warmup_cosine_schedule", "km_condition"]

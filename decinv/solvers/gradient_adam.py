@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from decinv import ambient
 from decinv.solvers.schedule import warmup_cosine_schedule
 
 
@@ -14,7 +15,8 @@ def gradient_adam(problem, tracker, *, lr: float = 0.1, schedule: str | None = "
     ``None``: fixed lr ("0.01 fixed" with lr=0.01). The VAE's weights are frozen, so backward computes dL/dz only.
     With ``chunk_size`` the loss, separable over images/frames, is backpropagated one chunk at a time
     (memory of one chunk's graph; same gradient). Everything runs in the model's dtype: in fp16 the Adam state
-    underflows and the run fails (the paper's "unimplementable"), which is detected and reported in ``status``.
+    underflows and the run fails (the paper's "unimplementable"), which is detected and reported in ``status``
+    (also under the caller's ``torch.autograd.set_detect_anomaly(True)``, which is off for this backward pass).
     """
     if schedule not in ("warmup-cosine", None):
         raise ValueError(f"schedule must be 'warmup-cosine' or None, got {schedule!r}")
@@ -28,7 +30,7 @@ def gradient_adam(problem, tracker, *, lr: float = 0.1, schedule: str | None = "
     for k in range(tracker.steps):
         optimizer.zero_grad(set_to_none=True)
         squared = []
-        with torch.enable_grad():
+        with ambient.autograd():  # even inside the caller's no_grad/inference_mode; anomaly mode off (see there)
             for start in range(0, len(z), size):
                 diff = model.decode(z[start : start + size], grad=True, check=False) - x[start : start + size]
                 per_sample = diff.pow(2).reshape(len(diff), -1).sum(1)

@@ -38,6 +38,9 @@ class InversionResult:
     ``status``: "completed" (all steps ran), "converged" (every sample reached ``tol``), or "failed: ..."
     (a non-finite value appeared, e.g. fp16 underflow; ``z`` is then the last finite iterate).
     ``info``: method-specific facts, e.g. whether a step satisfies Theorem 1's or Theorem 2's condition.
+    ``dtype``: the dtype the networks ran in (the model's; a caller's ``torch.autocast`` does not change it) and of
+    ``z``; ``precision``: the same with the float32 shortcuts torch allowed during the run, e.g. "float32 with TF32
+    convolutions (...)" on CUDA (`decinv.ambient.precision`).
     """
 
     z: torch.Tensor
@@ -49,6 +52,7 @@ class InversionResult:
     peak_memory_bytes: int | None
     memory_kind: str
     info: dict = field(default_factory=dict)
+    precision: str = ""
 
     @property
     def failed(self) -> bool:
@@ -62,4 +66,4 @@ class InversionResult:
         mem = f"{self.peak_memory_bytes / 2**20:.1f} MiB" if self.peak_memory_bytes is not None else "n/a"
         last = f", final NMSE {np.mean(self.trace.nmse_db[-1]):.2f} dB" if self.trace.nmse_db is not None and len(self.trace) else ""
         return (f"InversionResult({self.method}, {self.steps_run} steps, {self.status}, {self.seconds:.3f} s, "
-                f"peak memory {mem}, dtype {self.dtype}{last})")
+                f"peak memory {mem}, dtype {self.precision or self.dtype}{last})")
