@@ -15,7 +15,9 @@ defaults) for ``steps`` iterations, with ``threads`` torch threads in all:
 * ``job``: the job with batches of ``batch``.
 * ``torchrun``: the job under ``torchrun --standalone --nproc_per_node ranks``, ``threads / ranks`` threads per rank.
 
-Measured per configuration: the process's wall time from start to exit (**end to end**), the wall time of its
+The images are cut into ``rounds`` parts and the configurations take turns on each part (`jobs`), so that the load
+other processes put on a shared machine touches them alike. Measured per configuration and round: the process's
+wall time from start to exit (**end to end**), the wall time of its
 inversion phase (**phase**: after the model is loaded; the job's own ``seconds`` from summary.json, the loop's own
 clock around its loop), CPU time (user + system of the process and the children it waited for, ``os.wait4``), and
 peak resident memory (``ru_maxrss`` from ``os.wait4``: the largest single process, absolute, so it includes Python,
@@ -149,12 +151,18 @@ def _run_loop_config(folder, work, model, steps, threads, name="loop") -> dict:
 
 def jobs(model="tiny", *, device="cpu", quick: bool = False, progress: bool = True, n: int | None = None,
          size: int | None = None, steps: int | None = None, batch: int | None = None, ranks: int | None = None,
-         memory_counts=None, memory_steps: int = 2, repeat: int = 1) -> dict:
+         rounds: int | None = None, memory_counts=None, memory_steps: int = 2, repeat: int = 1) -> dict:
     """The suite (see the module docstring). ``model``: a `decinv.load_model` source *string* (each configuration
     loads it itself); ``n`` images (default 64; quick 4) of ``size``² (default: the model's native size), ``steps``
     (100; quick 2), ``batch`` (16; quick 2), ``ranks`` for torchrun (2; quick 0 = not run), ``memory_counts`` (16
-    and 64 images; quick none); quick runs no ``job-b1`` and no `ed_per_image` either. Threads: the calling process's torch thread count
-    (``decinv bench --threads``). CPU only: ``device`` must be the CPU."""
+    and 64 images; quick none); quick runs no ``job-b1`` and no `ed_per_image` either. Threads: the calling
+    process's torch thread count (``decinv bench --threads``). CPU only: ``device`` must be the CPU.
+
+    Interleaving: the ``n`` images are cut into ``rounds`` parts (default 2; quick 1) and every configuration runs
+    on part 1, then every one on part 2, ... (the order reversed in every other round), so that a change in the
+    load other processes put on the machine touches every configuration alike; ``repeat`` passes over all rounds.
+    Totals add up the rounds; the per-round ratios are kept (``speedups[name]["end_to_end_by_round"]``) to show the
+    spread."""
     if not isinstance(model, str):
         raise TypeError("the jobs suite starts each configuration as its own process, so model must be a "
                         "decinv.load_model source string (e.g. 'tiny' or a folder), not an object.")
@@ -165,6 +173,9 @@ def jobs(model="tiny", *, device="cpu", quick: bool = False, progress: bool = Tr
     steps = steps if steps is not None else (2 if quick else 100)
     batch = batch or (2 if quick else 16)
     ranks = ranks if ranks is not None else (0 if quick else 2)
+    rounds = rounds or (1 if quick else 2)
+    if n % rounds or (n // rounds) % batch:
+        raise ValueError(f"n = {n} images must split into {rounds} round(s) of whole batches of {batch}.")
     memory_counts = list(memory_counts) if memory_counts is not None else ([] if quick else [16, 64])
     threads = torch.get_num_threads()
     lm, _ = _resolve_model(model, "cpu")
@@ -174,23 +185,30 @@ def jobs(model="tiny", *, device="cpu", quick: bool = False, progress: bool = Tr
         work = Path(tmp)
         folder = work / "images"
         _write_images(lm, max([n, *memory_counts]), size, folder)
-        sub = work / f"first{n}"
-        sub.mkdir()
-        for path in sorted(folder.iterdir())[:n]:
-            (sub / path.name).symlink_to(path)
-        plan = [("loop", lambda: _run_loop_config(sub, work, model, steps, threads)),
-                ("job-b1", lambda: _run_job_config("job-b1", sub, work, model, steps, 1, threads)),
-                ("job", lambda: _run_job_config("job", sub, work, model, steps, batch, threads))]
+        frames = sorted(folder.iterdir())
+        parts = []
+        for r in range(rounds):
+            parts.append(work / f"round{r}")
+            parts[-1].mkdir()
+            for path in frames[r * n // rounds:(r + 1) * n // rounds]:
+                (parts[-1] / path.name).symlink_to(path)
+        configs = [("loop", lambda part, tag: _run_loop_config(part, work, model, steps, threads, f"loop{tag}")),
+                   ("job-b1", lambda part, tag: _run_job_config(f"job-b1{tag}", part, work, model, steps, 1,
+                                                               threads)),
+                   ("job", lambda part, tag: _run_job_config(f"job{tag}", part, work, model, steps, batch, threads))]
         if quick:
-            del plan[1]  # tests: the loop and the batched job only
+            del configs[1]  # tests: the loop and the batched job only
         if ranks and ranks > 1:
-            plan.append(("torchrun", lambda: _run_job_config("torchrun", sub, work, model, steps, batch, threads,
-                                                             ranks)))
-        for r in range(repeat):  # interleaved, so that a change in the machine's load touches every configuration
-            for name, run in plan:
-                if progress:
-                    print(f"jobs suite: {name} (repeat {r + 1}/{repeat}) ...", flush=True)
-                runs.setdefault(name, []).append(run())
+            configs.append(("torchrun", lambda part, tag: _run_job_config(f"torchrun{tag}", part, work, model, steps,
+                                                                        batch, threads, ranks)))
+        for rep in range(repeat):
+            for r, part in enumerate(parts):
+                order = configs if (rep * rounds + r) % 2 == 0 else configs[::-1]
+                for name, run in order:
+                    if progress:
+                        print(f"jobs suite: {name}, round {r + 1}/{rounds} ({n // rounds} images)"
+                              + (f", pass {rep + 1}/{repeat}" if repeat > 1 else "") + " ...", flush=True)
+                    runs.setdefault(name, []).append({**run(part, f"-{rep}-{r}"), "round": r})
         memory = []
         for count in memory_counts:
             part = work / f"mem{count}"
@@ -209,7 +227,7 @@ def jobs(model="tiny", *, device="cpu", quick: bool = False, progress: bool = Tr
                 print(f"jobs suite: E(D(z)) per image at batch 1 and batch {batch} ...", flush=True)
             ed_ms = _run_ed(work, model, size, sorted({1, batch}), sorted({1, threads}), 10)
     setting = dict(model=_model_info(lm), n=n, size=size, steps=steps, batch=batch, ranks=ranks, threads=threads,
-                   method="gradfree-adam (paper defaults)", memory_steps=memory_steps, repeat=repeat,
+                   method="gradfree-adam (paper defaults)", memory_steps=memory_steps, repeat=repeat, rounds=rounds,
                    images="8-bit PNG frames of a camera pan over 'astronaut' (2 px/frame), decoded by the model",
                    environment="every process: OMP_WAIT_POLICY=PASSIVE (as the Makefile), HF_HUB_OFFLINE=1")
     return _analyse(runs, memory, setting, ed_ms)
@@ -253,18 +271,19 @@ def _run_ed(work: Path, model: str, size: int, batches, threads, repeat: int) ->
 
 
 def _analyse(runs: dict, memory: list, setting: dict, ed_ms: dict | None = None) -> dict:
-    """Medians over repeats, images/s, the ratios against the loop."""
+    """Totals over the rounds, images/s, the ratios against the loop (overall and per round)."""
     table = {}
     for name, rows in runs.items():
-        med = lambda key: float(np.median([r[key] for r in rows]))
-        images = rows[0]["images"]
+        total = lambda key: float(sum(r[key] for r in rows))
+        images = sum(r["images"] for r in rows)
         table[name] = {"images": images, "batch": rows[0]["batch"], "ranks": rows[0]["ranks"],
                        "threads_per_process": rows[0]["threads_per_process"],
-                       "wall_seconds": med("wall_seconds"), "phase_seconds": med("phase_seconds"),
-                       "cpu_seconds": med("cpu_seconds"), "cpu_seconds_per_image": med("cpu_seconds") / images,
-                       "max_rss_mib": med("max_rss_mib"), "loadavg_start": rows[0]["loadavg_start"],
-                       "images_per_second": images / med("wall_seconds"),
-                       "images_per_second_phase": images / med("phase_seconds")}
+                       "wall_seconds": total("wall_seconds"), "phase_seconds": total("phase_seconds"),
+                       "cpu_seconds": total("cpu_seconds"), "cpu_seconds_per_image": total("cpu_seconds") / images,
+                       "max_rss_mib": max(r["max_rss_mib"] for r in rows),
+                       "loadavg_start": [r["loadavg_start"][0] if r["loadavg_start"] else None for r in rows],
+                       "images_per_second": images / total("wall_seconds"),
+                       "images_per_second_phase": images / total("phase_seconds")}
     loop = table.get("loop")
     ratios, speedups = [], {}
     for name in ("job", "job-b1", "torchrun"):
@@ -272,13 +291,17 @@ def _analyse(runs: dict, memory: list, setting: dict, ed_ms: dict | None = None)
             continue
         end = _ratio(table[name]["images_per_second"], loop["images_per_second"])
         phase = _ratio(table[name]["images_per_second_phase"], loop["images_per_second_phase"])
-        speedups[name] = {"end_to_end": end, "phase": phase}
+        by_round = [_ratio(b["images"] / b["wall_seconds"], a["images"] / a["wall_seconds"])
+                    for a, b in zip(runs["loop"], runs[name])]
+        speedups[name] = {"end_to_end": end, "phase": phase, "end_to_end_by_round": by_round}
         t = table[name]
         what = (f"batches of {t['batch']}" + (f", {t['ranks']} torchrun ranks x {t['threads_per_process']} thread(s)"
                                              if t["ranks"] > 1 else f", {t['threads_per_process']} thread(s)"))
         target = f">= {TARGET:g}" if name == "job" else "—"
+        spread = ", ".join(f"{v:.2f}" for v in by_round)
         ratios.append(_row("jobs", f"{name} / loop, images/s end to end", end, target,
-                           f"{what}; {t['images']} images of {setting['size']}², {setting['steps']} steps"))
+                           f"{what}; {t['images']} images of {setting['size']}², {setting['steps']} steps; "
+                           f"per round {spread}"))
         ratios.append(_row("jobs", f"{name} / loop, images/s inversion phase", phase, target,
                            "model loading and imports excluded"))
     mem = {}
