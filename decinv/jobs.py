@@ -34,7 +34,7 @@ its final name is always complete, even after ``kill -9``):
 
 **Manifest rows** (one JSON object per line; `ROW_FIELDS` describes every field): source path, status (``"ok"``,
 ``"error"`` = the input was refused, ``"failed"`` = the inversion gave a non-finite value, with ``error`` saying
-which), the image's file size and mode, the shape inverted, method, effective options, steps, residual
+which), the file's width, height and mode, the shape inverted, method, effective options, steps, residual
 ||E(D(z)) - E(x)|| at the result and at the encoder's E(x), PSNR of D(z), seconds, shard and key. A number that is
 not finite is never stored under ``"ok"``: the row is ``"failed"`` instead.
 
