@@ -295,3 +295,34 @@ def test_watermark_job_detects_the_keys_it_was_given(tmp_path, capsys):
         assert r["watermark"]["distance"] == min(r["watermark"]["distances"])
     summary = json.loads((out / "summary.json").read_text())
     assert sum(v["images"] for v in summary["watermark"].values()) == 6
+
+
+def test_watermark_job_on_a_text_to_image_pipeline_uses_its_diffusion_inversion(tmp_path):
+    """The real-pipeline branch (sd21/sd15 profiles), on a tiny random pipeline of the same classes."""
+    from decinv import watermark as wm
+    from decinv.experiments import load_profile
+    from decinv.watermark_pipelines import invert_diffusion
+    from tests import tiny_pipelines
+
+    source = tiny_pipelines.build(tmp_path / "t2i") / "pipe"
+    model, pipe, _ = load_profile("sd21", "cpu", source=str(source), generation={"steps": 2, "height": 16,
+                                                                                  "width": 16})
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        _png(tmp_path / "imgs" / f"{i}.png", 200 + i)
+    readout = jobs.TreeRing(pipe, radius=2, prompt="a red cat")
+    summary = jobs.run_job([str(tmp_path / "imgs")], tmp_path / "out", model, steps=2, readout=readout,
+                           progress=False)
+    assert summary.ok == 3 and sum(v["images"] for v in summary.watermark.values()) == 3
+    settings = json.loads((tmp_path / "out" / "job.json").read_text())["settings"]["readout"]
+    assert settings["prompt"] == "a red cat" and settings["diffusion_steps"] == 2 and "sd21" in settings["pipeline"]
+    z0, zT = jobs.load_latents(tmp_path / "out"), jobs.load_latents(tmp_path / "out", which="z_T")
+    keys, mask = wm.make_keys(8, 2)
+    rows = jobs.read_manifest(tmp_path / "out")  # one batch of 3, in this order
+    expected = invert_diffusion(pipe, torch.stack([z0[r["source"]] for r in rows]), ["a red cat"] * 3, steps=2)
+    unprompted = invert_diffusion(pipe, torch.stack([z0[r["source"]] for r in rows]), [""] * 3, steps=2)
+    assert (unprompted - expected).abs().max() > 1e-2  # so the comparison below can tell the prompt was used
+    distances = wm.distances(expected.float(), keys * 8 / 64, mask)
+    for i, row in enumerate(rows):
+        assert torch.allclose(zT[row["source"]], expected[i].float(), atol=1e-4)  # 2e-5 seen: UNet round-off
+        assert row["watermark"]["distances"] == pytest.approx(distances[i].tolist(), rel=1e-3)
