@@ -61,9 +61,10 @@ def one_at_a_time(paths, model, method: str = "gradfree-adam", steps: int = 100,
     """The loop ``decinv invert`` ran before the dataset job (commit ff5ff05's ``cmd_invert``), kept as the baseline
     of this suite: for each image in turn, load it, run the encoder baseline and the inversion (batch of 1), print
     the residual ||E(D(z)) - E(x)|| and the PSNR of D(z) for both (4 more decoder and 2 more encoder passes), keep
-    the latent; write all latents to one safetensors file ``out`` at the end. Returns {name: latent (C, h, w)}."""
+    the latent; write all latents to one safetensors file ``out`` at the end. Returns {name: latent (C, h, w)}.
+    (The old command read files through the loader that is now `decinv.images.load_image`; a refused file ended it.)"""
     import decinv
-    from decinv.cli import load_image
+    from decinv.images import load_image
     from decinv.solvers.tracking import norms
 
     options = dict(options or {})
