@@ -38,7 +38,7 @@ PIXEL_GRID = (0, 1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 150, 200, 300)
 STEP_METHODS = ("forward-step", "inertial-km", "anderson")  # their "lr" is the step size rho
 
 
-class NotRecordedError(KeyError):
+class NotRecordedError(LookupError):
     """A replayed lab was asked for a setting its record does not hold."""
 
 
@@ -200,7 +200,7 @@ class Lab:
             return cached
         if not self.live:
             raise NotRecordedError(
-                f"the record holds no run of {setting.label}{' with Eq. 14' if eq14_window else ''}. Run it live: "
+                f"the record holds no run of [{setting.label}]{' with Eq. 14' if eq14_window else ''}; run it live: "
                 "set DECINV_TAESD_DIR to the folder with the checkpoints (see the chapter's first section).")
         run = self._execute(setting, eq14_window)
         self.runs[setting.key] = run
@@ -285,12 +285,13 @@ class Lab:
 
     @classmethod
     def open(cls, record: str | os.PathLike, *, checkpoints: str | os.PathLike | None, n: int, size: int,
-             seed: int = 0, variant: str | None = None) -> "Lab":
+             seed: int = 0, variant: str | None = None, settings: dict | None = None) -> "Lab":
         """Live when ``checkpoints`` is given: the model `decinv.load_model` loads from it (``variant`` for TAESD
         checkpoints) on the CPU, and ``n`` instances z* = E(x0) of real ``size``² photo crops (scikit-image's;
         `decinv.experiments.real_instances`), x = 8-bit D(z*). Otherwise the replay of ``record``, which must have
-        been measured on the same instances (n, size, seed), or it is an error naming the difference."""
-        wanted = {"n_images": n, "size": size, "seed": seed}
+        been measured on the same instances (n, size, seed) and ``settings`` (a chapter's other parameters), or it
+        is an error, raised here before any cell runs, naming each difference and the recorded value."""
+        wanted = {"n_images": n, "size": size, "seed": seed, **(settings or {})}
         if checkpoints is not None:
             model = load_model(checkpoints, variant=variant, device="cpu")
             inst = real_instances(model, n, size, size, seed=seed)
@@ -302,11 +303,12 @@ class Lab:
             raise FileNotFoundError(f"no checkpoints given and no record at {record}: set DECINV_TAESD_DIR to the "
                                     "folder with the checkpoints to run live.")
         lab = cls.replay(record)
-        differ = {k: (lab.meta.get(k), v) for k, v in wanted.items() if lab.meta.get(k) != v}
+        same = lambda a, b: a == b or (isinstance(a, (list, tuple)) and list(a) == list(b or ()))
+        differ = {k: (lab.meta.get(k), v) for k, v in wanted.items() if not same(lab.meta.get(k), v)}
         if differ:
             said = ", ".join(f"{k}: recorded {r}, asked {a}" for k, (r, a) in differ.items())
-            raise ValueError(f"the record {record} was measured on other instances ({said}); use the recorded "
-                             "values or run live with the checkpoints (DECINV_TAESD_DIR).")
+            raise ValueError(f"the record {record} was measured with other parameters ({said}); use the recorded "
+                             "values, or run live with the checkpoints (DECINV_TAESD_DIR).")
         return lab
 
     @classmethod

@@ -278,7 +278,8 @@ def load_model(source, *, device: str | torch.device | None = None, dtype: torch
     if isinstance(source, LatentModel):
         source.upcast = upcast or source.upcast
         return source.to(target_device, dtype)
-    if variant is not None and not (isinstance(source, (str, os.PathLike, tuple, list)) and is_taesd_source(source)):
+    if variant is not None and not (isinstance(source, (str, os.PathLike, tuple, list))
+                                    and str(source) not in BUNDLED and is_taesd_source(source, variant)):
         raise TypeError(f"variant={variant!r} applies to original TAESD checkpoints only (a folder of "
                         "<variant>_encoder.pth/<variant>_decoder.pth, one of them, or a pair); leave it out for "
                         f"{source!r}.")
@@ -289,7 +290,7 @@ def load_model(source, *, device: str | torch.device | None = None, dtype: torch
     elif not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"load_model expects a name, path, (encoder, decoder) pair of TAESD checkpoints or "
                         f"diffusers autoencoder ({', '.join(SPECS)}), got {type(source).__name__}.")
-    elif str(source) not in BUNDLED and is_taesd_source(source):
+    elif str(source) not in BUNDLED and is_taesd_source(source, variant):
         vae, name = load_taesd(source, variant), str(source)
     else:
         vae, name = _load_vae(str(source)), str(source)

@@ -249,10 +249,16 @@ def _load_part(module: nn.Module, path: Path, part: str, variant: Variant) -> No
     expected = _layout(module)
     if found != expected:
         fits = _matching_variants(part, found)
-        other = ("It has the layout of " + " / ".join(repr(f) for f in fits) + ": pass variant="
-                 f"{fits[0]!r} if that is what it is." if fits else
-                 f"It matches no published variant's {part} (is it the {'decoder' if part == 'encoder' else 'encoder'}"
-                 " file, or another model's?).")
+        other_part = "decoder" if part == "encoder" else "encoder"
+        swapped = _matching_variants(other_part, found)
+        if fits:
+            other = ("It has the layout of " + " / ".join(repr(f) for f in fits) + ": pass variant="
+                     f"{fits[0]!r} if that is what it is.")
+        elif swapped:
+            other = (f"It is a {other_part} (the layout of {' / '.join(map(repr, swapped))}'s {other_part}): the "
+                     "encoder and decoder files look swapped.")
+        else:
+            other = f"It matches no published variant's encoder or decoder: is it another model's file?"
         raise TAESDCheckpointError(
             f"{path.name} does not match the {part} of TAESD variant {variant.name!r} ({variant.model}: "
             f"{variant.latent_channels} latent channels, x{variant.downsample}"
@@ -284,6 +290,14 @@ def find_pair(folder: str | os.PathLike, variant: str | None = None) -> tuple[Pa
     if variant is not None:
         _check_variant(variant)
         found = pairs.get(variant, {})
+        if not found:
+            here = sorted(p.name for p in folder.iterdir() if p.suffix in SUFFIXES) if folder.is_dir() else []
+            hint = (f"It holds the pair(s) of {', '.join(map(repr, pairs))}: pass that variant or leave variant out."
+                    if pairs else "Files named otherwise load as a pair: load_model((encoder_path, decoder_path), "
+                    f"variant={variant!r}).")
+            raise TAESDCheckpointError(
+                f"{folder} has no {variant}_encoder.pth or {variant}_decoder.pth (checkpoint files there: "
+                f"{', '.join(here) or 'none'}). {hint}")
     elif len(pairs) == 1:
         variant, found = next(iter(pairs.items()))
     elif not pairs:
@@ -295,15 +309,18 @@ def find_pair(folder: str | os.PathLike, variant: str | None = None) -> tuple[Pa
         raise TAESDCheckpointError(f"{folder} holds checkpoints of several TAESD variants ({', '.join(pairs)}); "
                                    "choose one with variant=...")
     if set(found) != {"encoder", "decoder"}:
-        missing = " and ".join(sorted({"encoder", "decoder"} - set(found)))
-        raise TAESDCheckpointError(f"{folder} has no {variant}_{missing}.pth (TAESD needs both halves: "
-                                   f"{variant}_encoder.pth and {variant}_decoder.pth).")
+        (present, path), = found.items()
+        missing = "decoder" if present == "encoder" else "encoder"
+        raise TAESDCheckpointError(f"{folder} has {path.name} but no {variant}_{missing}{path.suffix} (TAESD needs "
+                                   "both halves, from github.com/madebyollin/taesd).")
     return found["encoder"], found["decoder"]
 
 
 def _check_variant(variant: str) -> Variant:
     if variant not in VARIANTS:
-        raise TAESDCheckpointError(f"unknown TAESD variant {variant!r}; the published ones are "
+        close = [v for v in VARIANTS if v == str(variant).lower()]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TAESDCheckpointError(f"unknown TAESD variant {variant!r}{hint}; the published ones are "
                                    f"{', '.join(VARIANTS)}.")
     return VARIANTS[variant]
 
@@ -348,26 +365,28 @@ def load_taesd(source, variant: str | None = None) -> TAESD:
     return model.eval()
 
 
-def is_taesd_source(source) -> bool:
-    """True for a TAESD checkpoint file, an (encoder, decoder) pair, or a folder holding ``<variant>_*.pth`` files
-    and no diffusers ``config.json``."""
+def is_taesd_source(source, variant: str | None = None) -> bool:
+    """True for a path ending in .pth/.safetensors (present or not: a missing file is then a clear error, not a hub
+    lookup), an (encoder, decoder) pair, or a folder without a diffusers ``config.json`` that holds
+    ``<variant>_*.pth`` files, or any such folder when ``variant`` is given."""
     if isinstance(source, (tuple, list)):
         return True
     path = Path(source).expanduser()
-    if path.is_file():
-        return path.suffix in SUFFIXES
+    if path.suffix in SUFFIXES:
+        return True
     if path.is_dir() and not (path / "config.json").exists() and not (path / "vae" / "config.json").exists():
-        return any(variant_of(p) for p in path.iterdir() if p.suffix in SUFFIXES)
+        return variant is not None or any(variant_of(p) for p in path.iterdir() if p.suffix in SUFFIXES)
     return False
 
 
 def pipeline_convention(variant: str):
     """The map from TAESD's raw latents to the pipeline's normalised latents, as a
     `decinv.autoencoders.LatentConvention` (``normalize(raw)``, ``denormalize(z)``). FLUX.2's needs its full
-    autoencoder's batch-norm statistics: load that VAE and use ``decinv.autoencoders.latent_convention(vae)``."""
+    autoencoder's batch-norm statistics: ``NotImplementedError`` (load that VAE and use
+    ``decinv.autoencoders.latent_convention(vae)``)."""
     spec = _check_variant(variant)
     if variant not in PIPELINE_LATENTS:
-        raise TAESDCheckpointError(
+        raise NotImplementedError(
             f"{variant}'s pipeline normalises with statistics that only {spec.model}'s full autoencoder holds "
             f"({spec.pipeline_latents}); load it (AutoencoderKLFlux2) and use decinv.autoencoders.latent_convention.")
     shift, scale = PIPELINE_LATENTS[variant]
