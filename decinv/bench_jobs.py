@@ -73,7 +73,8 @@ def one_at_a_time(paths, model, method: str = "gradfree-adam", steps: int = 100,
         x = load_image(path, size, model.downsample)
         encoder = decinv.invert(x, model, "encoder", progress=False)
         result = decinv.invert(x, model, method, steps, progress=False, **options)
-        residual = lambda z: float(norms(model.encode(model.decode(z), check=False) - encoder.z)[0])
+        T = decinv.operator(model, x)  # T(z) = E(D(z)) - E(x)
+        residual = lambda z: float(norms(T(z))[0])
         psnr = lambda z: float(decinv.psnr(model.decode(z).float(), x)[0])
         print_fn(f"{path} ({x.shape[-1]}x{x.shape[-2]}): residual ||E(D(z))-E(x)|| encoder {residual(encoder.z):.4g} "
                  f"-> {residual(result.z):.4g}; PSNR of D(z) vs input encoder {psnr(encoder.z):.2f} dB -> "

@@ -14,8 +14,8 @@ iterations from E(x) on a random clip; per-iteration time = (t_K âˆ’ t_1) / (K â
 process CPU clock; peak memory from `decinv.measure` over the whole call (CPU: extra peak RSS, model weights excluded;
 CUDA: max_memory_allocated). Ratios, gradient-free / gradient-based, at every F side by side.
 
-The suite drives the solvers with one video per batch item through the pieces `decinv.invert` uses (``Problem``,
-``Tracker``, the method functions, `decinv.measure`), which is what `invert` does for a temporal autoencoder.
+Each run is one `decinv.invert` call (a temporal autoencoder's batch item is a whole video), with a callback that
+reads the process CPU clock after every iteration.
 """
 
 from __future__ import annotations
@@ -29,9 +29,6 @@ from tqdm import tqdm
 
 import decinv
 from decinv.bench import MIB, PAPER_VIDEO_MEMORY_RATIO, _fmt, _median, _model_info, _per_iteration, _ratio, _row
-from decinv.measure import measure
-from decinv.solvers import METHODS
-from decinv.solvers.tracking import Problem, Tracker
 
 METHODS_COMPARED = ("gradfree-adam", "gradient-adam")
 # Wan 2.1's layout (x8 in space, x4 in time, 16 latent channels, temporal downsampling in the last two stages) at
@@ -49,15 +46,12 @@ def small_video_autoencoder(config: dict | None = None, seed: int = 0, device="c
 
 
 def invert_videos(x: torch.Tensor, model, method: str, steps: int, **options):
-    """One inversion of videos ``x`` (B, F, 3, H, W) with a temporal ``model``: (z, tracker, measurement, cpu trace)."""
+    """`decinv.invert` of videos ``x`` (B, F, 3, H, W) with a temporal ``model`` (one latent video per item), with
+    the process CPU clock read after every iteration: (result, CPU seconds per iteration since the start)."""
     cpu, start = [], time.process_time()
-    with measure(model.device) as m:
-        tracker = Tracker(steps, len(x), method, model.device, residual_kind="latent ||T(z)||", progress=False,
-                          callback=lambda info: cpu.append(time.process_time() - start))
-        problem = Problem(model, x.to(model.device, model.dtype), model.encode(x, check=False))
-        with torch.no_grad():
-            z = METHODS[method](problem, tracker, **options)
-    return z, tracker, m, np.asarray(cpu, dtype=float)
+    result = decinv.invert(x, model, method, steps, progress=False,
+                           callback=lambda info: cpu.append(time.process_time() - start), **options)
+    return result, np.asarray(cpu, dtype=float)
 
 
 def video3d(model="tiny", *, device="auto", frames=(1, 9, 17, 33, 65), size: int = 64, steps: int = 5,
@@ -87,13 +81,12 @@ def video3d(model="tiny", *, device="auto", frames=(1, 9, 17, 33, 65), size: int
     jobs = [(f, method, rep) for f in frames for method in METHODS_COMPARED for rep in range(repeat)]
     for f, method, rep in tqdm(jobs, desc="video3d", disable=not progress):
         x = torch.rand(1, f, 3, size, size, generator=torch.Generator().manual_seed(f)) * 2 - 1
-        z, tracker, m, cpu = invert_videos(x, model, method, steps)
-        trace = tracker.trace()
-        finite = bool(torch.isfinite(z).all())
+        m, cpu = invert_videos(x, model, method, steps)  # an InversionResult: z finite, status true
+        trace = m.trace
         rows.append({"frames": f, "latent_frames": model.latent_frames(f), "method": method, "repeat": rep,
                      "peak_memory_bytes": m.peak_memory_bytes, "seconds": m.seconds,
                      "per_iter_seconds": _per_iteration(trace.seconds), "per_iter_cpu_seconds": _per_iteration(cpu),
-                     "status": tracker.status if finite else f"failed: non-finite latent ({tracker.status})",
+                     "status": m.status,
                      "final_residual": float(np.mean(trace.residual[-1])) if len(trace) else None})
     out = {
         "setting": {"model": {**_model_info(model), "class": type(model.vae).__name__, "source": source,

@@ -28,16 +28,34 @@ def load_image(path: Path, size: int | None, multiple: int):
         raise SystemExit(f"error: {error}") from None
 
 
+def _parse_value(value: str):
+    """A number (int, then float), None ("none"), a bool ("true"/"false"), a tuple ("0.9,0.999"), else the text."""
+    if "," in value:
+        return tuple(_parse_value(part.strip()) for part in value.split(","))
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    words = {"none": None, "true": True, "false": False}
+    return words[value.lower()] if value.lower() in words else value
+
+
 def _parse_option(text: str):
     key, _, value = text.partition("=")
     if not _:
         raise argparse.ArgumentTypeError(f"--option expects KEY=VALUE, got {text!r}")
-    for cast in (int, float):
-        try:
-            return key.replace("-", "_"), cast(value)
-        except ValueError:
-            pass
-    return key.replace("-", "_"), None if value.lower() == "none" else value
+    return key.replace("-", "_"), _parse_value(value)
+
+
+def _check_method(args) -> None:
+    """Refuse an unknown method, a bad option value or step count before any model is loaded
+    (`decinv.solvers.check_options`, `check_steps`); e.g. ``-o safeguard=false`` is the bool False,
+    ``-o betas=0.9,0.99`` a tuple."""
+    from decinv.solvers import check_options, check_steps
+
+    check_options(args.method, dict(args.option))
+    check_steps(args.method, args.steps)
 
 
 def _job_model(args, model_source):
@@ -82,6 +100,7 @@ def _run_job(args, model, readout) -> int:
 
 
 def cmd_invert(args) -> int:
+    _check_method(args)
     model, _ = _job_model(args, args.model)
     return _run_job(args, model, None)
 
@@ -89,6 +108,7 @@ def cmd_invert(args) -> int:
 def cmd_watermark(args) -> int:
     from decinv.jobs import TreeRing
 
+    _check_method(args)
     model, pipeline = _job_model(args, None)
     if pipeline is None:
         raise ValueError(f"profile {args.profile!r} has no diffusion model to invert; use tiny, tiny-v1, sd21 or sd15.")
@@ -111,7 +131,8 @@ def _job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="gradfree-adam", help="see `decinv methods` (default: gradfree-adam)")
     parser.add_argument("--steps", type=int, default=None, help="iterations (default 100; 0 for the encoder)")
     parser.add_argument("--option", "-o", action="append", type=_parse_option, default=[], metavar="KEY=VALUE",
-                        help="a method option, e.g. -o lr=0.02 -o schedule=none (repeatable)")
+                        help="a method option, e.g. -o lr=0.02 -o schedule=none -o safeguard=false "
+                        "-o betas=0.9,0.99 (repeatable)")
     parser.add_argument("--dtype", choices=DTYPES, default="fp32", help="precision (fp16/bf16 are slow on CPU)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default; under torchrun: "
                         "cuda:LOCAL_RANK)")

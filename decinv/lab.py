@@ -29,7 +29,7 @@ from decinv.bench import environment
 from decinv.experiments import real_instances
 from decinv.metrics import nmse_db, psnr
 from decinv.models import load_model
-from decinv.solvers import invert
+from decinv.solvers import Operator, invert
 
 SCHEMA = "decinv-lab/1"
 DTYPES = {32: torch.float32, 16: torch.float16}
@@ -235,7 +235,7 @@ class Lab:
             if not points or values[0] is None:
                 raise ValueError(f"Eq. 14 needs the operator T along the path; {setting.method} does not evaluate it.")
             with torch.no_grad():
-                t_inf = model.encode(model.decode(result.z, check=False), check=False, finite=False) - start
+                t_inf = Operator(model, x, start)(result.z)  # T(z_inf), with the E(x) the run started from
             ratio_min, dist = eq14_ratio_min(torch.stack(points).float(), torch.stack(values).float(),
                                              result.z.float(), t_inf.float(), eq14_window)
             eq14 = {"min_ratio": ratio_min, "dist_to_end": dist, "window": np.asarray([eq14_window])}

@@ -249,7 +249,11 @@ class LatentModel:
     def _batched(self, t: torch.Tensor, chunk_size: int | None, fn) -> torch.Tensor:
         lead = t.shape[:1] if self.temporal else t.shape[:-3]
         flat = t if self.temporal else t.reshape(-1, *t.shape[-3:])
-        chunk_size = chunk_size or self.chunk_size
+        chunk_size = chunk_size if chunk_size is not None else self.chunk_size
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                       or chunk_size < 1):
+            raise ValueError(f"chunk_size (or model.chunk_size) must be a positive integer or None (everything in "
+                             f"one call), got {chunk_size!r}.")
         chunks = flat.split(chunk_size) if chunk_size else (flat,)
         out = torch.cat([fn(c) for c in chunks]) if len(chunks) > 1 else fn(flat)
         return out if self.temporal else out.reshape(*lead, *out.shape[1:])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 
@@ -15,7 +17,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """None or "auto" -> CUDA if available else CPU; asking for CUDA without it is an error, not a fallback."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:1', 'mps' or "
+                         "'auto'.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device={str(device)!r} was requested but this PyTorch build sees no CUDA GPU "
@@ -71,3 +77,27 @@ def check_frames(frames: int, temporal_compression: int, cls: str) -> None:
         below, above = (frames - 1) // t * t + 1, ((frames - 1) // t + 1) * t + 1
         raise ValueError(f"{cls} compresses time by {t}: a video needs F = {t}k + 1 frames (1, {t + 1}, "
                          f"{2 * t + 1}, ...), got F = {frames}. Use {below} or {above} frames.")
+
+
+MODEL_ATTRIBUTES = ("encode", "decode", "downsample", "device", "dtype")
+"""What `invert` uses of a model: a `decinv.LatentModel` has them all (tests also pass small stand-ins)."""
+
+
+def check_integer(value, name: str, low: int, *, none: bool = False):
+    """``value`` as an int >= ``low`` (None allowed with ``none``), else a `ValueError` naming ``name``."""
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        what = "a positive" if low == 1 else "a non-negative"
+        raise ValueError(f"{name} must be {what} integer{' or None' if none else ''}, got {value!r}.")
+    return int(value)
+
+
+def check_model(model) -> None:
+    """A `TypeError` unless ``model`` has what decinv's solvers use (`MODEL_ATTRIBUTES`)."""
+    missing = [a for a in MODEL_ATTRIBUTES if not hasattr(model, a)]
+    if missing:
+        hint = (" It looks like a diffusers autoencoder: wrap it with decinv.load_model(vae)."
+                if hasattr(model, "config") and hasattr(model, "encode") else "")
+        raise TypeError(f"model must be a decinv.LatentModel (decinv.load_model(...)), got {type(model).__name__} "
+                        f"without {', '.join(missing)}.{hint}")

@@ -383,3 +383,16 @@ def test_pipelines_load_in_float32_whatever_the_default_dtype(pipeline):
         model, sd21, _ = load_profile("sd21", "cpu", source=folder)  # before: every network in float64
     assert model.dtype == torch.float32 and sd21.pipe.unet.dtype == torch.float32
     assert sd21.pipe.text_encoder.dtype == torch.float32
+
+
+def test_a_bad_chunk_size_on_the_model_is_refused_by_decinv(x):
+    """model.chunk_size = -1 used to reach torch's split() and fail there; 0 was taken as None."""
+    model = decinv.load_model(tiny_kl(), device="cpu")
+    for bad in (-1, 0, 1.5):
+        model.chunk_size = bad
+        with pytest.raises(ValueError, match="chunk_size"):
+            decinv.invert(x, model, "forward-step", 1, progress=False)
+        with pytest.raises(ValueError, match="chunk_size"):
+            model.encode(x)
+    model.chunk_size = 1
+    assert torch.allclose(model.encode(x), decinv.load_model(tiny_kl(), device="cpu").encode(x), atol=1e-6)

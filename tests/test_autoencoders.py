@@ -10,7 +10,7 @@ import decinv
 from decinv.autoencoders import SPECS, UnsupportedAutoencoderError
 from decinv.models import NonFiniteLatentError
 from decinv.solvers import METHODS
-from decinv.solvers.tracking import Problem, Tracker
+from decinv.solvers.tracking import Tracker
 from tests.autoencoder_zoo import IMAGE, VIDEO, tiny_kl, tiny_ltx, tiny_taesd, tiny_wan
 
 ALL = {**IMAGE, **VIDEO}
@@ -217,9 +217,8 @@ def test_every_method_runs_on_every_image_class(name, method, tmp_path):
 def _solve_whole_videos(x, model, method, steps):
     """What decinv.invert does, with one video (not one frame) per batch item: the solvers are unchanged."""
     tracker = Tracker(steps, len(x), method, model.device, residual_kind="latent", progress=False)
-    problem = Problem(model, x, model.encode(x))
     with torch.no_grad():
-        return METHODS[method](problem, tracker), tracker
+        return METHODS[method](decinv.operator(model, x), tracker), tracker
 
 
 @pytest.mark.parametrize("name", list(VIDEO))

@@ -43,6 +43,7 @@ def test_invert_videos_moves_the_latent(method):
 
     model = load_model(tiny_wan(), device="cpu")
     x = torch.rand(1, 5, 3, 16, 16) * 2 - 1
-    z, tracker, m, cpu = invert_videos(x, model, method, 3)
-    assert z.shape == (1, 2, 4, 4, 4) and torch.isfinite(z).all() and tracker.status == "completed"
-    assert not torch.equal(z, model.encode(x)) and len(cpu) == 3 and m.seconds > 0
+    result, cpu = invert_videos(x, model, method, 3)
+    z = result.z
+    assert z.shape == (1, 2, 4, 4, 4) and torch.isfinite(z).all() and result.status == "completed"
+    assert not torch.equal(z, model.encode(x)) and len(cpu) == 3 and result.seconds > 0

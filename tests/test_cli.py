@@ -63,3 +63,21 @@ def test_methods_lists_every_method(capsys):
     printed = capsys.readouterr().out
     for name in ("encoder", "forward-step", "inertial-km", "gradfree-adam", "gradient-adam"):
         assert name in printed
+
+
+def test_option_values_are_typed_and_checked_before_the_model_loads(tmp_path, saved_model, capsys):
+    """-o safeguard=false used to pass the string "false", which is true: Anderson ran with its safeguard on."""
+    from decinv.cli import _parse_option
+
+    assert _parse_option("safeguard=false") == ("safeguard", False)
+    assert _parse_option("betas=0.9,0.99") == ("betas", (0.9, 0.99))
+    assert _parse_option("schedule=None") == ("schedule", None) and _parse_option("lr=1e-2") == ("lr", 0.01)
+    assert _parse_option("master-dtype=float16") == ("master_dtype", "float16")
+    Image.new("RGB", (16, 16)).save(tmp_path / "e.png")
+    assert main(["invert", str(tmp_path / "e.png"), "--model", str(saved_model), "--device", "cpu", "--quiet",
+                 "--method", "anderson", "--steps", "1", "-o", "safeguard=false", "--out", str(tmp_path / "a")]) == 0
+    assert jobs.read_manifest(tmp_path / "a")[0]["options"]["safeguard"] is False
+    code = main(["invert", str(tmp_path / "e.png"), "--model", str(tmp_path / "no-such-model"), "--device", "cpu",
+                 "-o", "lr=abc", "--out", str(tmp_path / "b")])
+    assert code == 2 and "gradfree-adam option lr must be a finite number > 0, got 'abc'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -200,3 +200,38 @@ def test_bad_arguments(vae_model, images, kwargs, error, match):
 def test_bad_z_true_shape(vae_model, images):
     with pytest.raises(ValueError, match="z_true"):
         decinv.invert(images, vae_model, "gradfree-adam", 1, z_true=torch.zeros(3, 4, 4, 4), progress=False)
+
+
+# --- the public operator T ----------------------------------------------------------------------------------------
+
+def test_operator_is_the_T_every_gradient_free_solver_iterates():
+    """decinv.operator(model, x): T.e = E(x), T(z) = E(D(z)) - E(x); ten forward steps written by hand with it give
+    invert's forward-step iterate and residuals exactly (the solvers receive the same object)."""
+    model = decinv.load_model(small_vae(), device="cpu")
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    T = decinv.operator(model, x)
+    assert torch.equal(T.e, model.encode(x))
+    assert torch.allclose(T(T.e), model.encode(model.decode(T.e), check=False) - T.e)
+    z, residuals = T.e.clone(), []
+    for _ in range(10):
+        t = T(z)
+        residuals.append(t.flatten(1).norm(dim=1))
+        z = z - 0.05 * t
+    result = decinv.invert(x, model, "forward-step", 10, step_size=0.05, progress=False)
+    assert torch.equal(z, result.z)
+    assert np.allclose(torch.stack(residuals).numpy(), result.trace.residual)
+    assert torch.allclose(decinv.operator(model, x, chunk_size=1)(z), T(z), atol=1e-6)  # batch 1 vs 2: rounding
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (lambda x: x * 255, ValueError, "[-1, 1]"), (lambda x: x[0], ValueError, "x[None]"),
+    (lambda x: x.numpy(), TypeError, "torch.Tensor"), (lambda x: x[..., :15], ValueError, "divisible")])
+def test_operator_checks_its_images_as_invert_does(bad, error, words):
+    model = decinv.load_model(small_vae(), device="cpu")
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
+        decinv.operator(model, bad(x))
+    with pytest.raises(TypeError, match="LatentModel"):
+        decinv.operator(model.vae, x)
+    with pytest.raises(ValueError, match="chunk_size"):
+        decinv.operator(model, x, chunk_size=0)

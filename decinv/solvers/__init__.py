@@ -18,8 +18,9 @@ from decinv.solvers.gradient_adam import gradient_adam
 from decinv.solvers.inertial_km import inertial_km, km_condition
 from decinv.solvers.result import InversionResult, Trace
 from decinv.solvers.schedule import paper_schedule, warmup_cosine_schedule
-from decinv.solvers.tracking import Problem, StepInfo, Tracker
-from decinv.validation import check_images
+from decinv.solvers.tracking import StepInfo, Tracker
+from decinv.solvers.operator import Operator, operator
+from decinv.validation import check_images, check_integer, check_model
 
 METHODS = {
     "encoder": encoder,
@@ -30,23 +31,12 @@ METHODS = {
     "anderson": anderson,
 }
 RESIDUAL_KIND = {"gradient-adam": "pixel ||D(z) - x||", "anderson": "latent ||T(z)|| at the last accepted iterate"}
-MODEL_ATTRIBUTES = ("encode", "decode", "downsample", "device", "dtype")
-"""What `invert` uses of a model: a `decinv.LatentModel` has them all (tests also pass small stand-ins)."""
 
 
 def method_options(method: str) -> dict:
     """The keyword options a method accepts, with their defaults."""
     params = inspect.signature(METHODS[method]).parameters
     return {n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-def _integer(value, name: str, low: int, *, none: bool = False):
-    if value is None and none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        what = "a positive" if low == 1 else "a non-negative"
-        raise ValueError(f"{name} must be {what} integer{' or None' if none else ''}, got {value!r}.")
-    return int(value)
 
 
 def _number(value, name: str, *, low: float = 0.0, strict: bool = True, high: float | None = None,
@@ -92,11 +82,11 @@ OPTION_RULES = {
     "step_size": lambda v, n: _number(v, n),
     "alpha": lambda v, n: _number(v, n, strict=False, high=1.0),
     "beta": lambda v, n: _number(v, n, none=True),
-    "schedule_cap": lambda v, n: _integer(v, n, 1, none=True),
+    "schedule_cap": lambda v, n: check_integer(v, n, 1, none=True),
     "betas": _betas,
     "eps": lambda v, n: _number(v, n, strict=False, none=True),
     "master_dtype": _dtype,
-    "memory": lambda v, n: _integer(v, n, 0),
+    "memory": lambda v, n: check_integer(v, n, 0),
     "reg": lambda v, n: _number(v, n, strict=False),
     "safeguard": _flag,
 }
@@ -128,21 +118,35 @@ def check_options(method: str, options: dict) -> dict:
     return checked
 
 
-def _check_model(model) -> None:
-    missing = [a for a in MODEL_ATTRIBUTES if not hasattr(model, a)]
-    if missing:
-        hint = (" It looks like a diffusers autoencoder: wrap it with decinv.load_model(vae)."
-                if hasattr(model, "config") and hasattr(model, "encode") else "")
-        raise TypeError(f"model must be a decinv.LatentModel (decinv.load_model(...)), got {type(model).__name__} "
-                        f"without {', '.join(missing)}.{hint}")
+def check_steps(method: str, steps) -> int:
+    """The iteration count ``invert`` runs for ``steps`` (None: 0 for the encoder, else 100): a `ValueError` for a
+    negative or non-integer count, or for iterations asked of the encoder baseline. The command line calls it before
+    a job starts."""
+    steps = (0 if method == "encoder" else 100) if steps is None else steps
+    steps = check_integer(steps, "steps", 0)
+    if method == "encoder" and steps:
+        raise ValueError("the encoder baseline takes no iterations; use steps=0 (or leave it out).")
+    return steps
 
 
-def _check_z_true(z_true, shape, item: int) -> None:
+def _latent_shape(model, x: torch.Tensor, item: int) -> tuple | None:
+    """The shape of one latent of x (C, h, w), or (k + 1, C, h, w) for a temporal autoencoder; None if unknown."""
+    if not hasattr(model, "latent_channels"):
+        return None
+    f = model.downsample
+    spatial = (model.latent_channels, x.shape[-2] // f, x.shape[-1] // f)
+    return (model.latent_frames(x.shape[-4]), *spatial) if item == 4 else spatial
+
+
+def _check_z_true(z_true, shape, item: int, latent: tuple | None) -> None:
     if not isinstance(z_true, torch.Tensor):
         raise TypeError(f"z_true must be a torch.Tensor or None, got {type(z_true).__name__}.")
     if z_true.dim() < item or z_true.shape[:-item] != shape:
         raise ValueError(f"z_true has shape {tuple(z_true.shape)}, expected leading shape {tuple(shape)} "
                          f"(one latent per {'video' if item == 4 else 'image/frame'}).")
+    if latent is not None and tuple(z_true.shape[-item:]) != latent:
+        raise ValueError(f"z_true has latents of shape {tuple(z_true.shape[-item:])}, but this model's latents for "
+                         f"these images are {latent}.")
     if not z_true.is_floating_point() or z_true.layout != torch.strided:
         raise ValueError(f"z_true must be a dense floating-point tensor, got {z_true.dtype} ({z_true.layout}).")
     if not bool(torch.isfinite(z_true).all()):
@@ -175,13 +179,10 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
     gradient-based method gets its autograd even inside ``torch.no_grad()``/``torch.inference_mode()``;
     ``result.precision`` records the arithmetic that ran (dtype, and TF32 or reduced-precision matmuls if allowed).
     """
-    _check_model(model)
+    check_model(model)
     options = check_options(method, options)
-    steps = (0 if method == "encoder" else 100) if steps is None else steps
-    steps = _integer(steps, "steps", 0)
-    if method == "encoder" and steps:
-        raise ValueError("the encoder baseline takes no iterations; use steps=0 (or leave it out).")
-    chunk_size = _integer(chunk_size, "chunk_size", 1, none=True)
+    steps = check_steps(method, steps)
+    chunk_size = check_integer(chunk_size, "chunk_size", 1, none=True)
     if tol is not None:
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or math.isnan(tol) or tol < 0:
             raise ValueError(f"tol must be a non-negative number (a residual norm) or None, got {tol!r}.")
@@ -199,7 +200,7 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
                          f"shape {tuple(x.shape)}.")
     shape = x.shape[:-item]
     if z_true is not None:
-        _check_z_true(z_true, shape, item)
+        _check_z_true(z_true, shape, item, _latent_shape(model, x, item))
     with ambient.guarded(model.device, model.dtype, getattr(model, "vae", None), what="decinv.invert",
                          fix="load the model in it: decinv.load_model(..., dtype=torch.{dtype}) or "
                              "model.to(dtype=torch.{dtype})"), torch.inference_mode(False):
@@ -212,13 +213,13 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
             tracker = Tracker(steps, len(x4), method, model.device,
                               residual_kind=RESIDUAL_KIND.get(method, "latent ||T(z)||"), z_true=z_true4, tol=tol,
                               callback=callback, progress=progress)
-            problem = Problem(model, x4, model.encode(x4, chunk_size, check=False), chunk_size)
-            if z_true4 is not None and z_true4.shape != problem.e.shape:
-                tracker.trace()  # closes the progress bar
-                raise ValueError(f"z_true has latents of shape {tuple(z_true.shape[-item:])}, but this model's "
-                                 f"latents for these images are {tuple(problem.e.shape[1:])}.")
-            with torch.no_grad():
-                z = METHODS[method](problem, tracker, **options)
+            try:
+                T = Operator(model, x4, model.encode(x4, chunk_size, check=False), chunk_size)
+                with torch.no_grad():
+                    z = METHODS[method](T, tracker, **options)
+            except BaseException:  # an error (or Ctrl-C) inside a run: close its progress bar, then re-raise
+                tracker.bar.close()
+                raise
     return InversionResult(
         z=z.reshape(*shape, *z.shape[1:]), trace=tracker.trace(), method=method, dtype=model.dtype,
         status=tracker.status, seconds=m.seconds, peak_memory_bytes=m.peak_memory_bytes,
@@ -226,5 +227,5 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
     )
 
 
-__all__ = ["invert", "InversionResult", "Trace", "StepInfo", "METHODS", "method_options", "check_options",
+__all__ = ["invert", "operator", "Operator", "InversionResult", "Trace", "StepInfo", "METHODS", "method_options", "check_options",
            "paper_schedule", "warmup_cosine_schedule", "km_condition"]

@@ -7,7 +7,7 @@ import torch
 from decinv.solvers.tracking import norms
 
 
-def anderson(problem, tracker, *, memory: int = 5, step_size: float = 0.5, reg: float = 1e-8,
+def anderson(T, tracker, *, memory: int = 5, step_size: float = 0.5, reg: float = 1e-8,
              safeguard: bool = True):
     """Type-II Anderson acceleration (Walker & Ni 2011, Eqs. 2.1-2.2) of the fixed-point map G(z) = z - rho T(z),
     with T(z) = E(D(z)) - E(x) and z_0 = E(x); one E+D call per iteration, like every gradient-free method.
@@ -48,9 +48,9 @@ def anderson(problem, tracker, *, memory: int = 5, step_size: float = 0.5, reg: 
         raise ValueError(f"memory must be a non-negative integer (m = 0 is the forward step), got {memory!r}.")
     if not step_size > 0:
         raise ValueError(f"step_size (rho) must be positive, got {step_size!r}.")
-    net_dtype, shape = problem.e.dtype, problem.e.shape
+    net_dtype, shape = T.e.dtype, T.e.shape
     dtype = torch.promote_types(net_dtype, torch.float32)
-    n, d, device = shape[0], problem.e[0].numel(), problem.e.device
+    n, d, device = shape[0], T.e[0].numel(), T.e.device
     rho = torch.full((n, 1), float(step_size), dtype=dtype, device=device)
     # History of accepted steps, newest first: dZ_j = z_{j+1} - z_j and dT_j = T(z_{j+1}) - T(z_j); then
     # dF = -rho dT and dG = dZ - rho dT, so rho drops out of gamma (see `_propose`).
@@ -61,11 +61,11 @@ def anderson(problem, tracker, *, memory: int = 5, step_size: float = 0.5, reg: 
     tracker.info.update(memory=memory, state_bytes=(2 * memory + 4) * d * n * dtype.itemsize,
                         state_dtype=str(dtype).replace("torch.", ""))
 
-    z = problem.e.reshape(n, d).to(dtype)  # the last accepted iterate, with t = T(z) and r = ||t||
+    z = T.e.reshape(n, d).to(dtype)  # the last accepted iterate, with t = T(z) and r = ||t||
     candidate, t, r = z.clone(), None, None
     plain = torch.ones(n, dtype=torch.bool, device=device)
     for k in range(tracker.steps):
-        t_new = problem.operator(candidate.to(net_dtype).reshape(shape)).reshape(n, d).to(dtype)
+        t_new = T(candidate.to(net_dtype).reshape(shape)).reshape(n, d).to(dtype)
         r_new = norms(t_new)
         if t is None or not safeguard:
             accept = torch.ones(n, dtype=torch.bool, device=device)

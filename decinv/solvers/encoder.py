@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 
-def encoder(problem, tracker):
+def encoder(T, tracker):
     """Return E(x) as is: a right-inverse of D (D(E(x)) ~ x) but not a left-inverse (E(D(z)) != z)."""
-    return problem.e.clone()
+    return T.e.clone()

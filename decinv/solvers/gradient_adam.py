@@ -8,7 +8,7 @@ from decinv import ambient
 from decinv.solvers.schedule import warmup_cosine_schedule
 
 
-def gradient_adam(problem, tracker, *, lr: float = 0.1, schedule: str | None = "warmup-cosine"):
+def gradient_adam(T, tracker, *, lr: float = 0.1, schedule: str | None = "warmup-cosine"):
     """min_z ||D(z) - x||^2 (sum over pixels, MSELoss(reduction='sum')) with ``torch.optim.Adam`` defaults.
 
     ``schedule="warmup-cosine"``: [14]'s linear warm-up over 1/10 of the steps then cosine to 0 ("0.1 scheduled");
@@ -20,13 +20,13 @@ def gradient_adam(problem, tracker, *, lr: float = 0.1, schedule: str | None = "
     """
     if schedule not in ("warmup-cosine", None):
         raise ValueError(f"schedule must be 'warmup-cosine' or None, got {schedule!r}")
-    model, x = problem.model, problem.x
-    z = problem.e.clone().requires_grad_(True)
+    model, x = T.model, T.x
+    z = T.e.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
     scheduler = (torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_schedule(tracker.steps))
                  if schedule else None)
     z_view = z.detach()  # shares storage with z: sees every in-place optimizer step
-    size = problem.chunk_size or len(z)
+    size = T.chunk_size or len(z)
     for k in range(tracker.steps):
         optimizer.zero_grad(set_to_none=True)
         squared = []

@@ -12,15 +12,16 @@ def paper_schedule(steps: int, cap: int | None = 100):
     annealing (1 + cos(pi (i - W) / (N - W))) / 2; from i = 0.8 N on, the factor stays at its last value.
     The official code caps N at 100 for every run (so a 200-step run is constant from step 80 on); ``cap=None``
     uses the full run as horizon. Factor for steps=100: 0.12843 from step 80 on (lr_max 0.01 -> 0.0012843).
+    A run of 0 steps (``torch.optim.lr_scheduler.LambdaLR`` still asks for step 0's factor) gets factor 1.
     """
     horizon = min(steps, cap) if cap else steps
     warmup = horizon // 10
 
     def factor(i: int) -> float:
-        i = min(i, math.ceil(0.8 * horizon) - 1)  # constant tail: hold the value of the last annealed step
+        i = max(0, min(i, math.ceil(0.8 * horizon) - 1))  # constant tail: hold the value of the last annealed step
         if i < warmup:
             return (i + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (i - warmup) / (horizon - warmup)))
+        return 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, horizon - warmup)))
 
     return factor
 

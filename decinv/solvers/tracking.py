@@ -1,5 +1,6 @@
-"""The bookkeeping every iterative solver shares, kept out of the update rules: the operator T, the trace,
-progress bar, per-sample early stopping, the non-finite guard and the user callback."""
+"""The bookkeeping every iterative solver shares, kept out of the update rules (the operator T is in
+`decinv.solvers.operator`): the trace, progress bar, per-sample early stopping, the non-finite guard and the user
+callback."""
 
 from __future__ import annotations
 
@@ -13,21 +14,6 @@ from tqdm import tqdm
 from decinv.measure import synchronize
 from decinv.metrics import nmse_db
 from decinv.solvers.result import Trace
-
-
-@dataclass
-class Problem:
-    """Decoder inversion of images ``x`` (flattened to (N, 3, H, W)) for ``model``, with e = E(x) (Eq. 6)."""
-
-    model: object
-    x: torch.Tensor
-    e: torch.Tensor
-    chunk_size: int | None = None
-
-    def operator(self, z: torch.Tensor) -> torch.Tensor:
-        """T(z) = E(D(z)) - E(x): one decoder and one encoder forward pass, no autograd."""
-        m = self.model
-        return m.encode(m.decode(z, self.chunk_size, check=False), self.chunk_size, check=False, finite=False) - self.e
 
 
 @dataclass
