@@ -13,7 +13,7 @@ precisions) every call must end in one of two ways:
 and never changes its input tensors or the model. The command line must never print a traceback: it exits 0 with
 every manifest row "ok", or with the number of failed inputs, each row saying why, or with 2 and one "error:" line.
 
-Profiles: ``make test`` runs a bounded campaign (profile "decinv-fast", derandomised, about 20 s on 2 cores);
+Profiles: ``make test`` runs a bounded campaign (profile "decinv-fast", derandomised, about 10 s on 2 cores);
 ``DECINV_HYPOTHESIS=long pytest tests/test_contract.py`` runs the long one (randomised, many more examples, failing
 examples kept in .hypothesis/ and replayed first). Cases the campaign found, once fixed, stay as ``@example``.
 """
