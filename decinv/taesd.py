@@ -258,7 +258,7 @@ def _load_part(module: nn.Module, path: Path, part: str, variant: Variant) -> No
             other = (f"It is a {other_part} (the layout of {' / '.join(map(repr, swapped))}'s {other_part}): the "
                      "encoder and decoder files look swapped.")
         else:
-            other = f"It matches no published variant's encoder or decoder: is it another model's file?"
+            other = "It matches no published variant's encoder or decoder: is it another model's file?"
         raise TAESDCheckpointError(
             f"{path.name} does not match the {part} of TAESD variant {variant.name!r} ({variant.model}: "
             f"{variant.latent_channels} latent channels, x{variant.downsample}"
