@@ -208,7 +208,7 @@ class LatentModel:
         with torch.no_grad(), self._guard("LatentModel.encode"):
             z = self._batched(x, chunk_size, self._encode_items)
         if finite and not bool(torch.isfinite(z).all()) and bool(torch.isfinite(x).all()):
-            hint = (f"Its config sets force_upcast=True: diffusers pipelines run it in float32 "
+            hint = ("Its config sets force_upcast=True: diffusers pipelines run it in float32 "
                     "(load_model(..., upcast=True) does the same), or load it with dtype=torch.float32."
                     if self.force_upcast else "Load it with dtype=torch.float32.")
             raise NonFiniteLatentError(f"E(x) is not finite for a finite x: {type(self.vae).__name__} overflows in "
