@@ -29,6 +29,8 @@ in eval mode whatever the caller's ``torch.autocast`` or train mode (`decinv.amb
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -124,28 +126,66 @@ def _guard(unet, z: torch.Tensor, what: str):
                            "unet.to(torch.{dtype})")
 
 
+@dataclass
+class Trajectory:
+    """The S + 1 latents a DDIM sampler visits: ``latents[0]`` = z_T, ``latents[S]`` = z_0, shape (S+1, B, C, h, w).
+
+    ``timesteps`` (S,) are the sampler's timesteps: step i goes from ``latents[i]`` to ``latents[i+1]`` and
+    evaluates the UNet at ``timesteps[i]``. ``how`` says where the latents came from.
+    """
+
+    latents: torch.Tensor
+    timesteps: torch.Tensor
+    how: str = ""
+
+    @property
+    def z_T(self) -> torch.Tensor:
+        return self.latents[0]
+
+    @property
+    def z_0(self) -> torch.Tensor:
+        return self.latents[-1]
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
+
+
 @torch.no_grad()
 def ddim_sample(unet: torch.nn.Module, scheduler: SchedulerMixin, z_T: torch.Tensor,
-                steps: int = 50, *, progress: bool = False) -> torch.Tensor:
+                steps: int = 50, *, progress: bool = False, return_trajectory: bool = False,
+                after_step=None) -> torch.Tensor | Trajectory:
     """Run deterministic DDIM (eta = 0) from initial noise z_T to z_0.
 
     A fresh ``DDIMScheduler`` is built from ``scheduler.config``, so the caller's
-    scheduler is left untouched. Returns a tensor with z_T's shape, dtype and device.
+    scheduler is left untouched. Returns z_0, a tensor with z_T's shape, dtype and device;
+    ``return_trajectory=True`` returns the `Trajectory` of all S + 1 latents instead (its
+    ``z_0`` is the same tensor bit for bit).
+
+    ``after_step(i, z)``: called after step i (0-based) with the new latent z_{i+1}; what it returns
+    replaces z_{i+1} (`decinv.editing.blended_edit` pastes the background back there).
     """
     _check_inputs(z_T, steps, scheduler)
     sched = DDIMScheduler.from_config(scheduler.config)
     sched.set_timesteps(steps, device=z_T.device)
-    z = z_T
+    z, out = z_T, [z_T]
     with _guard(unet, z_T, "ddim_sample"):
-        for t in tqdm(sched.timesteps, desc="DDIM sample", disable=not progress):
+        for i, t in enumerate(tqdm(sched.timesteps, desc="DDIM sample", disable=not progress)):
             eps = unet(z, t).sample
             z = sched.step(eps, t, z, eta=0.0).prev_sample
+            if after_step is not None:
+                z = after_step(i, z)
+            if return_trajectory:
+                out.append(z)
+    if return_trajectory:
+        return Trajectory(torch.stack(out), sched.timesteps.clone(), f"DDIM-{steps} sampling")
     return z
 
 
 @torch.no_grad()
 def ddim_invert(unet: torch.nn.Module, scheduler: SchedulerMixin, z0: torch.Tensor,
-                steps: int = 50, *, progress: bool = False) -> torch.Tensor:
+                steps: int = 50, *, progress: bool = False,
+                return_trajectory: bool = False) -> torch.Tensor | Trajectory:
     """Naive DDIM inversion z_0 -> z_T, the approximate inverse of ``ddim_sample``.
 
     Visits the timesteps of ``ddim_sample(..., steps)`` in reverse; at each one
@@ -154,13 +194,21 @@ def ddim_invert(unet: torch.nn.Module, scheduler: SchedulerMixin, z0: torch.Tens
     not depend on the latent; otherwise the error grows with the UNet's
     sensitivity and shrinks as ``steps`` grows. With ``prediction_type="v_prediction"``
     it is not exact even then (see `check_scheduler`): an extra O(1/steps) error.
+
+    ``return_trajectory=True`` returns every latent as a `Trajectory` in *sampling*
+    order (the inverse scheduler visits the sampling grid backwards, so the list is
+    reversed): its ``z_0`` is the input itself and its ``z_T`` the returned z_T.
     """
     _check_inputs(z0, steps, scheduler, inverse=True)
     sched = DDIMInverseScheduler.from_config(scheduler.config)
     sched.set_timesteps(steps, device=z0.device)
-    z = z0
+    z, out = z0, [z0]
     with _guard(unet, z0, "ddim_invert"):
         for t in tqdm(sched.timesteps, desc="DDIM invert", disable=not progress):
             eps = unet(z, t).sample
             z = sched.step(eps, t, z).prev_sample
+            if return_trajectory:
+                out.append(z)
+    if return_trajectory:
+        return Trajectory(torch.stack(out[::-1]), sched.timesteps.flip(0), f"naive DDIM-{steps} inversion")
     return z

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMInverseScheduler, DDIMScheduler
+from diffusers import DDIMScheduler
 
-from decinv.diffusion import _check_inputs, _guard, check_scheduler
+from decinv.diffusion import Trajectory, check_scheduler, ddim_invert, ddim_sample
 from decinv.metrics import mean_ci, nmse_db
 
 __all__ = ["Trajectory", "sample_trajectory", "inversion_trajectory", "resampled_trajectory", "box_mask",
@@ -45,66 +45,22 @@ __all__ = ["Trajectory", "sample_trajectory", "inversion_trajectory", "resampled
            "show_fig4"]
 
 
-@dataclass
-class Trajectory:
-    """The S + 1 latents a DDIM sampler visits: ``latents[0]`` = z_T, ``latents[S]`` = z_0, shape (S+1, B, C, h, w).
-
-    ``timesteps`` (S,) are the sampler's timesteps: step i goes from ``latents[i]`` to ``latents[i+1]`` and
-    evaluates the UNet at ``timesteps[i]``. ``how`` says where the latents came from.
-    """
-
-    latents: torch.Tensor
-    timesteps: torch.Tensor
-    how: str = ""
-
-    @property
-    def z_T(self) -> torch.Tensor:
-        return self.latents[0]
-
-    @property
-    def z_0(self) -> torch.Tensor:
-        return self.latents[-1]
-
-    @property
-    def steps(self) -> int:
-        return len(self.timesteps)
-
-
-@torch.no_grad()
 def sample_trajectory(unet, scheduler, z_T: torch.Tensor, steps: int = 50) -> Trajectory:
-    """Deterministic DDIM (eta = 0) from z_T, keeping every latent: the *true* trajectory of a generated image.
+    """The *true* trajectory of a generated image: `decinv.diffusion.ddim_sample` keeping every latent.
 
-    Same arithmetic as `decinv.diffusion.ddim_sample` (a fresh ``DDIMScheduler`` from ``scheduler.config``), so
-    ``sample_trajectory(...).z_0`` equals ``ddim_sample(...)`` bit for bit.
+    ``sample_trajectory(...).z_0`` equals ``ddim_sample(unet, scheduler, z_T, steps)`` bit for bit.
     """
-    _check_inputs(z_T, steps, scheduler)
-    sched = DDIMScheduler.from_config(scheduler.config)
-    sched.set_timesteps(steps, device=z_T.device)
-    z, out = z_T, [z_T]
-    with _guard(unet, z_T, "sample_trajectory"):
-        for t in sched.timesteps:
-            z = sched.step(unet(z, t).sample, t, z, eta=0.0).prev_sample
-            out.append(z)
-    return Trajectory(torch.stack(out), sched.timesteps.clone(), f"DDIM-{steps} sampling")
+    return ddim_sample(unet, scheduler, z_T, steps, return_trajectory=True)
 
 
-@torch.no_grad()
 def inversion_trajectory(unet, scheduler, z_0: torch.Tensor, steps: int = 50) -> Trajectory:
-    """Naive DDIM inversion from z_0 (as `decinv.diffusion.ddim_invert`), every latent kept, in sampling order.
+    """Naive DDIM inversion from z_0 (`decinv.diffusion.ddim_invert`), every latent kept, in sampling order.
 
-    The inverse scheduler visits the sampling grid backwards, so the k-th latent after z_0 sits at the noise level
-    of the sampling trajectory's latent S - k; the list is reversed to match ``sample_trajectory``: ``z_0`` is the
-    input itself (bit for bit) and ``z_T`` equals ``ddim_invert(unet, scheduler, z_0, steps)``.
+    The k-th latent after z_0 sits at the noise level of the sampling trajectory's latent S - k, so the list is
+    reversed to match ``sample_trajectory``: ``z_0`` is the input itself (bit for bit) and ``z_T`` equals
+    ``ddim_invert(unet, scheduler, z_0, steps)``.
     """
-    _check_inputs(z_0, steps, scheduler, inverse=True)
-    sched = DDIMInverseScheduler.from_config(scheduler.config)
-    sched.set_timesteps(steps, device=z_0.device)
-    z, out = z_0, [z_0]
-    with _guard(unet, z_0, "inversion_trajectory"):
-        for t in sched.timesteps:
-            z = sched.step(unet(z, t).sample, t, z).prev_sample
-            out.append(z)
-    return Trajectory(torch.stack(out[::-1]), sched.timesteps.flip(0), f"naive DDIM-{steps} inversion")
+    return ddim_invert(unet, scheduler, z_0, steps, return_trajectory=True)
 
 
 @torch.no_grad()
@@ -208,17 +164,12 @@ def blended_edit(unet, scheduler, trajectory: Trajectory, mask: torch.Tensor, no
         raise ValueError("the trajectory was made on another DDIM grid than this scheduler's "
                          f"{trajectory.steps}-step one; build it with the same scheduler")
     keep = 1 - m
-    z = m * noise.to(z_T.dtype) + keep * z_T
-    out = [z]
-    with _guard(unet, z_T, "blended_edit"):
-        for i, t in enumerate(sched.timesteps):
-            z = sched.step(unet(z, t).sample, t, z, eta=0.0).prev_sample
-            z = m * z + keep * trajectory.latents[i + 1]
-            if return_trajectory:
-                out.append(z)
+    start = m * noise.to(z_T.dtype) + keep * z_T
+    edit = ddim_sample(unet, scheduler, start, trajectory.steps, return_trajectory=return_trajectory,
+                       after_step=lambda i, z: m * z + keep * trajectory.latents[i + 1])
     if return_trajectory:
-        return Trajectory(torch.stack(out), sched.timesteps.clone(), f"blended edit of: {trajectory.how}")
-    return z
+        edit.how = f"blended edit of: {trajectory.how}"
+    return edit
 
 
 def background_errors(edited: torch.Tensor, x: torch.Tensor, mask_px: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -98,3 +98,22 @@ def test_deterministic_and_scheduler_untouched(unet, scheduler):
 def test_bad_input_rejected(scheduler, fn, z, steps):
     with pytest.raises(ValueError):
         fn(ZeroEps(), scheduler, z, steps)
+
+
+def test_trajectories_hold_every_latent_and_end_where_the_plain_calls_do(unet, scheduler):
+    z_T = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    traj = ddim_sample(unet, scheduler, z_T, 6, return_trajectory=True)
+    assert traj.latents.shape == (7, 2, 4, 8, 8) and traj.steps == 6
+    assert torch.equal(traj.z_T, z_T) and torch.equal(traj.z_0, ddim_sample(unet, scheduler, z_T, 6))
+    back = ddim_invert(unet, scheduler, traj.z_0, 6, return_trajectory=True)
+    assert torch.equal(back.z_0, traj.z_0) and torch.equal(back.z_T, ddim_invert(unet, scheduler, traj.z_0, 6))
+    assert torch.equal(back.timesteps, traj.timesteps)  # both in sampling order
+
+
+def test_after_step_replaces_each_new_latent(unet, scheduler):
+    z_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    seen = []
+    same = ddim_sample(unet, scheduler, z_T, 4, after_step=lambda i, z: seen.append(i) or z)
+    assert seen == [0, 1, 2, 3] and torch.equal(same, ddim_sample(unet, scheduler, z_T, 4))
+    zeroed = ddim_sample(unet, scheduler, z_T, 4, return_trajectory=True, after_step=lambda i, z: z * 0)
+    assert (zeroed.latents[1:] == 0).all()
