@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from decinv.diffusion import ddim_invert, ddim_sample
 from decinv.models import BUNDLED, LatentModel, load_model, load_pipeline
 
 
@@ -127,22 +128,58 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
+@dataclass
+class TinyLDM:
+    """The bundled tiny LDM behind the interface of the real text-to-image pipelines' watermark protocol.
+
+    ``generate(z_T)`` is the paper's generation, z_T --DDIM-``steps``--> z_0 --D, 8 bit--> x, and
+    ``invert_diffusion(z_0)`` its naive DDIM inversion on the same grid (`decinv.diffusion`); both take the
+    prompts a text-to-image pipeline needs and ignore them (the tiny UNet is unconditional), so one protocol
+    (`decinv.watermark_pipelines.run_watermark`) drives this model and SD 2.1 / InstaFlow alike.
+    Shapes: z_T, z_0 (B, C, h, w) with (C, h, w) = ``latent_shape``; x (B, 3, f h, f w) in [-1, 1].
+    """
+
+    vae: LatentModel
+    unet: object
+    scheduler: object
+    steps: int = 50
+    name: str = "tiny"
+
+    @classmethod
+    def from_pipeline(cls, pipeline, steps: int = 50, name: str = "tiny") -> "TinyLDM":
+        """Wrap what ``load_profile("tiny")`` returns (a `decinv.models.TinyPipeline`), sampling with ``steps``."""
+        return cls(pipeline.vae, pipeline.unet, pipeline.scheduler, steps, name)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the initial noise: the UNet's channels and sample size (4, 16, 16 for tiny v2)."""
+        side = int(self.unet.config.sample_size)
+        return int(self.unet.config.in_channels), side, side
+
+    @torch.no_grad()
+    def generate(self, z_T: torch.Tensor, prompts=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, z_0): DDIM sampling from z_T, then x = 8-bit D(z_0) in the autoencoder's dtype."""
+        z_0 = ddim_sample(self.unet, self.scheduler, z_T.to(self.vae.device, self.vae.dtype), self.steps)
+        return quantize_8bit(self.vae.decode(z_0)).to(self.vae.dtype), z_0
+
+    def invert_diffusion(self, z_0: torch.Tensor, prompts=None) -> torch.Tensor:
+        """ẑ_T: naive DDIM inversion of z_0 on the sampler's ``steps``-step grid (`decinv.diffusion.ddim_invert`)."""
+        return ddim_invert(self.unet, self.scheduler, z_0.to(self.vae.device, self.vae.dtype), self.steps)
+
+
 @torch.no_grad()
 def generated_instances(model: LatentModel, pipeline, n: int, seed: int = 0, ddim_steps: int = 50,
                         batch: int = 64) -> Instances:
-    """z* by DDIM sampling from seeded Gaussian noise with the tiny LDM, x = 8-bit D(z*).
+    """z* by DDIM sampling from seeded Gaussian noise with the tiny LDM (`TinyLDM.generate`), x = 8-bit D(z*).
 
     Shapes: x (n, 3, H, W) with H = W = the UNet's latent side x the autoencoder's downsampling (v2: 16 x 8 = 128),
     z* (n, C, H/f, W/f)."""
-    from decinv.diffusion import ddim_sample
-
+    ldm = TinyLDM(model, pipeline.unet, pipeline.scheduler, ddim_steps)
     generator = torch.Generator().manual_seed(seed)
-    side = int(pipeline.unet.config.sample_size)
-    shape = (n, model.latent_channels, side, side)
+    shape = (n, model.latent_channels, *ldm.latent_shape[1:])
     z_T = torch.randn(shape, generator=generator, dtype=torch.float32).to(model.device, model.dtype)
-    z = torch.cat([ddim_sample(pipeline.unet, pipeline.scheduler, c, ddim_steps) for c in z_T.split(batch)])
-    x = torch.cat([quantize_8bit(model.decode(c)) for c in z.split(batch)])
-    return Instances(x=x.to(model.dtype), z_true=z, how=f"DDIM-{ddim_steps} samples of the tiny LDM (seed {seed})")
+    x, z = (torch.cat(parts) for parts in zip(*(ldm.generate(c) for c in z_T.split(batch))))
+    return Instances(x=x, z_true=z, how=f"DDIM-{ddim_steps} samples of the tiny LDM (seed {seed})")
 
 
 @torch.no_grad()

@@ -145,3 +145,16 @@ def accuracy(cm: np.ndarray) -> float:
 def mask_coverage(mask: torch.Tensor) -> float:
     """Fraction of one channel's Fourier coefficients the disc overwrites."""
     return mask.sum().item() / mask.numel()
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % (``z`` = 1.96) Wilson score interval (low, high) of a proportion ``correct``/``n``.
+
+    With p = k/n: centre (p + z²/2n) / (1 + z²/n), half-width z √(p(1 − p)/n + z²/4n²) / (1 + z²/n). Unlike
+    p ± z √(p(1 − p)/n) it stays inside [0, 1] and is not empty at k = 0 or k = n, where few images sit."""
+    if isinstance(n, bool) or n < 1 or not 0 <= correct <= n:
+        raise ValueError(f"need 0 <= correct <= n and n >= 1, got {correct}/{n}")
+    p, z2 = correct / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(centre - half), float(centre + half)

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from decinv import watermark as wm
 from decinv.measure import measure
-from decinv.metrics import nmse_db
+from decinv.metrics import nmse_db, psnr
 from decinv.pipelines import guided_output
 from decinv.solvers import invert
 from decinv.validation import UnsupportedConfigError
@@ -90,7 +90,7 @@ def _check_pipeline(pipeline):
 
     if not isinstance(pipeline, TextToImage) or isinstance(pipeline, TextToVideo):
         raise TypeError(f"expected a decinv.pipelines.TextToImage (load_profile('sd21' or 'sd15')), got "
-                        f"{type(pipeline).__name__}; the bundled tiny LDMs use decinv.diffusion instead.")
+                        f"{type(pipeline).__name__}; for the bundled tiny LDM use watermark_ldm(pipeline) or run_watermark.")
     if pipeline.protocol.kind not in WATERMARK_GUIDANCE:
         raise ValueError(f"protocol kind {pipeline.protocol.kind!r} has no watermark inversion; choose a "
                          f"{' or '.join(WATERMARK_GUIDANCE)} protocol.")
@@ -104,6 +104,12 @@ def latent_shape(pipeline) -> tuple[int, int, int]:
     if height % f or width % f:
         raise ValueError(f"image size {height}x{width} is not divisible by the VAE's downsampling {f}.")
     return int(pipeline.pipe.unet.config.in_channels), height // f, width // f
+
+
+def _shape(pipeline) -> tuple[int, int, int]:
+    """(C, h, w) of a `watermark_ldm` (its ``latent_shape``) or of a real pipeline (`latent_shape`)."""
+    shape = getattr(pipeline, "latent_shape", None)
+    return tuple(shape) if isinstance(shape, tuple) else latent_shape(_check_pipeline(pipeline))
 
 
 def _check_latents(pipeline, z: torch.Tensor, name: str, batch: int | None = None) -> torch.Tensor:
@@ -127,7 +133,7 @@ def _prompts(prompts) -> list[str]:
 
 
 def _steps(pipeline, steps) -> int:
-    steps = pipeline.protocol.steps if steps is None else steps
+    steps = pipeline.protocol.steps if steps is None and pipeline is not None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}.")
     return steps
@@ -287,6 +293,66 @@ def invert_diffusion(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: flo
     return invert_flow(pipeline, z0, prompts, guidance_scale=guidance_scale, steps=steps, iterations=iterations)
 
 
+# ------------------------------------------------------------------------------------------- one interface
+
+
+@dataclass
+class GuidedLDM:
+    """A text-to-image pipeline behind the interface of `decinv.experiments.TinyLDM`, with the watermark
+    protocol's guidance, steps and backward-Euler iterations: ``generate(z_T, prompts)`` → (x, z_0) one image at a
+    time (`generate_watermarked`), ``invert_diffusion(z_0, prompts)`` → ẑ_T (`invert_diffusion`)."""
+
+    pipeline: object
+    guidance_scale: float
+    steps: int
+    iterations: int = EULER_ITERATIONS
+
+    @property
+    def vae(self):
+        return self.pipeline.vae
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.protocol.name
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return latent_shape(self.pipeline)
+
+    def generate(self, z_T: torch.Tensor, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        prompts = _prompts(prompts)
+        _check_latents(self.pipeline, z_T, "z_T", batch=len(prompts))
+        pairs = [generate_watermarked(self.pipeline, z[None], p, guidance_scale=self.guidance_scale)
+                 for z, p in zip(z_T, prompts)]
+        return torch.cat([x for x, _ in pairs]), torch.cat([z for _, z in pairs])
+
+    def invert_diffusion(self, z_0: torch.Tensor, prompts) -> torch.Tensor:
+        return invert_diffusion(self.pipeline, z_0, prompts, guidance_scale=self.guidance_scale, steps=self.steps,
+                                iterations=self.iterations)
+
+
+def watermark_ldm(pipeline, *, guidance_scale: float | None = None, steps: int | None = None,
+                  iterations: int = EULER_ITERATIONS):
+    """The LDM ``run_watermark`` drives, for any profile: a real pipeline (`decinv.pipelines.TextToImage`,
+    ``load_profile("sd21" or "sd15")``) becomes a `GuidedLDM` (``guidance_scale``/``steps`` None: the watermark
+    protocol's); the bundled tiny LDM (``load_profile("tiny")``'s pipeline, or a `decinv.experiments.TinyLDM`)
+    a `TinyLDM` sampling and inverting with ``steps`` DDIM steps (None: 50, the paper's). Both have ``vae``,
+    ``name``, ``latent_shape``, ``generate(z_T, prompts)`` → (x, z_0) and ``invert_diffusion(z_0, prompts)``."""
+    from decinv.experiments import TinyLDM
+    from decinv.pipelines import TextToImage
+
+    if isinstance(pipeline, TinyLDM):
+        return pipeline if steps is None else TinyLDM(pipeline.vae, pipeline.unet, pipeline.scheduler, steps,
+                                                      pipeline.name)
+    if not isinstance(pipeline, TextToImage) and all(hasattr(pipeline, a) for a in ("vae", "unet", "scheduler")):
+        return TinyLDM.from_pipeline(pipeline, 50 if steps is None else _steps(None, steps))
+    _check_pipeline(pipeline)
+    w, steps = _guidance(pipeline, guidance_scale), _steps(pipeline, steps)
+    if steps != pipeline.protocol.steps:  # the sampler runs the protocol's steps; the inversion then matches it
+        pipeline = pipeline.with_protocol(steps=steps)
+    return GuidedLDM(pipeline, w, steps, iterations)
+
+
 # ------------------------------------------------------------------------------------------------------ the run
 
 
@@ -295,8 +361,8 @@ def watermark_keys(pipeline, radius: int = 6, *, centred_on_dc: bool = False, ke
 
     ``key_scale``: multiplies the ring values; None → s/64 (1 for the paper's latent; keeps the per-coefficient
     watermark-to-noise ratio on smaller test latents). Raises ValueError for a non-square latent or a radius that
-    does not fit (`decinv.watermark.make_keys`)."""
-    _, h, w = latent_shape(_check_pipeline(pipeline))
+    does not fit (`decinv.watermark.make_keys`). ``pipeline``: a real pipeline or any `watermark_ldm`."""
+    _, h, w = _shape(pipeline)
     if h != w:
         raise ValueError(f"tree-ring keys need a square latent, this pipeline's is {h}x{w} (image {pipeline.size}).")
     keys, mask = wm.make_keys(h, radius, centred_on_dc=centred_on_dc)
@@ -306,7 +372,7 @@ def watermark_keys(pipeline, radius: int = 6, *, centred_on_dc: bool = False, ke
 def watermarked_noises(pipeline, seed: int, keys: torch.Tensor, mask: torch.Tensor, channel: int = 0) -> torch.Tensor:
     """(3, C, h, w) float32 CPU: three independent N(0, I) noises drawn from ``torch.Generator("cpu").manual_seed(seed)``
     (one ``randn`` call), noise w carrying key w (`decinv.watermark.inject`; other channels untouched)."""
-    noise = torch.randn((3, *latent_shape(pipeline)), generator=torch.Generator("cpu").manual_seed(int(seed)),
+    noise = torch.randn((3, *_shape(pipeline)), generator=torch.Generator("cpu").manual_seed(int(seed)),
                         dtype=torch.float32)
     return wm.inject(noise, keys[:3], mask, channel)
 
@@ -316,8 +382,11 @@ class WatermarkRun:
     """What `run_watermark` measured on 3N images (image j: prompt j // 3, key ``labels[j]`` = j % 3).
 
     ``predictions[label]`` (3N,) predicted key per decoder-inversion method and per oracle (`ORACLES`);
-    ``seconds``/``peak_memory_bytes``/``z0_nmse_db``/``zT_nmse_db``: (3N,) per image for the decoder-inversion
-    methods (time and memory of decoder + diffusion inversion; memory NaN where unavailable, see ``memory_kind``).
+    ``seconds``/``peak_memory_bytes``/``z0_nmse_db``/``zT_nmse_db``/``pixel_psnr_db``: (3N,) per image for the
+    decoder-inversion methods (time and memory of decoder + diffusion inversion, per image of its batch; memory NaN
+    where unavailable, see ``memory_kind``; pixel PSNR of D(ẑ_0) against the 8-bit x). ``z_T``, ``z0``: the
+    watermarked noises and the latents generated from them, (3N, C, h, w) float32 on the CPU. ``failed``: per
+    method, the statuses of the inversions that failed (`decinv.invert`'s ``status``).
     """
 
     protocol: str
@@ -331,8 +400,12 @@ class WatermarkRun:
     peak_memory_bytes: dict = field(default_factory=dict)
     z0_nmse_db: dict = field(default_factory=dict)
     zT_nmse_db: dict = field(default_factory=dict)
+    pixel_psnr_db: dict = field(default_factory=dict)
     memory_kind: str = ""
     settings: dict = field(default_factory=dict)
+    z_T: torch.Tensor | None = field(default=None, repr=False)
+    z0: torch.Tensor | None = field(default=None, repr=False)
+    failed: dict = field(default_factory=dict)
 
     def confusion_matrix(self, label: str) -> np.ndarray:
         """(3, 3) counts, rows = actual key, columns = predicted (Fig. S1's layout); sums to 3N."""
@@ -345,18 +418,22 @@ class WatermarkRun:
         return {label: self.confusion_matrix(label) for label in self.predictions}
 
     def table(self):
-        """pandas DataFrame, one row per method/oracle: correct, images, accuracy, mean s per image, mean peak
-        memory (GB = 1e9 bytes), mean z_0 and z_T NMSE (dB); cost columns are NaN for the oracles."""
+        """pandas DataFrame, one row per method/oracle: correct, images, accuracy with its 95 % Wilson interval
+        (ci low, ci high; `decinv.watermark.wilson_interval`), mean s per image, mean peak memory (GB = 1e9 bytes),
+        mean z_0 and z_T NMSE (dB), mean pixel PSNR (dB); cost and fit columns are NaN for the oracles."""
         import pandas as pd
 
         rows = {}
         for label, cm in self.confusion_matrices().items():
             memory = self.peak_memory_bytes.get(label)
-            rows[label] = {"correct": int(np.trace(cm)), "images": int(cm.sum()), "accuracy": wm.accuracy(cm),
+            k, n = int(np.trace(cm)), int(cm.sum())
+            low, high = wm.wilson_interval(k, n)
+            rows[label] = {"correct": k, "images": n, "accuracy": wm.accuracy(cm), "ci low": low, "ci high": high,
                            "s per image": _mean(self.seconds.get(label)),
                            "peak memory (GB)": _mean(memory) / 1e9 if memory is not None else np.nan,
                            "z0 NMSE (dB)": _mean(self.z0_nmse_db.get(label)),
-                           "zT NMSE (dB)": _mean(self.zT_nmse_db.get(label))}
+                           "zT NMSE (dB)": _mean(self.zT_nmse_db.get(label)),
+                           "pixel PSNR (dB)": _mean(self.pixel_psnr_db.get(label))}
         return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -364,85 +441,110 @@ def _mean(values) -> float:
     return float(np.nanmean(values)) if values is not None and len(values) and not np.isnan(values).all() else np.nan
 
 
+MEMORY_PROBE_ITERATIONS = 5
+"""With ``batch`` > 1, `run_watermark` measures peak memory on one image with at most this many decoder-inversion
+iterations (neither method's memory grows with the iteration count): the paper inverted one image at a time."""
+
+
 def run_watermark(pipeline, prompts, *, seed: int = 0, methods=PAPER_METHODS, dinv_steps: int = DINV_STEPS,
                   radius: int = 6, channel: int = 0, centred_on_dc: bool = False, key_scale: float | None = None,
                   guidance_scale: float | None = None, steps: int | None = None,
-                  iterations: int = EULER_ITERATIONS, oracles: bool = True, progress: bool = True) -> WatermarkRun:
+                  iterations: int = EULER_ITERATIONS, oracles: bool = True, batch: int = 1,
+                  progress: bool = True) -> WatermarkRun:
     """The paper's Table 2 experiment: N prompts × 3 keys, each image inverted by every decoder-inversion method.
 
-    For prompt i, three noises come from seed ``seed + i``, noise w carrying key w (`watermarked_noises` with
-    `watermark_keys`, in ``channel``); each is generated with prompt i (`generate_watermarked`),
-    and for each (label, method, options) of ``methods`` the 8-bit image is inverted (``decinv.invert`` with
-    ``dinv_steps`` iterations, 0 for the encoder; the pipeline's dtype), then the diffusion (`invert_diffusion` with
-    the true prompt), and ẑ_T is classified (`decinv.watermark.classify`). Time and peak memory cover decoder +
-    diffusion inversion of that one image (`decinv.measure.measure`; ``invert`` measures inside it too, which is
-    harmless: its reset happens at the start of the outer block). ``oracles``: also classify the true z_T and the
-    diffusion inversion of the true z_0 (no cost recorded).
+    One protocol for every profile: ``pipeline`` is what ``load_profile`` returns (SD 2.1 / InstaFlow or the
+    bundled tiny LDM) and is driven through `watermark_ldm`. For prompt i, three noises come from seed
+    ``seed + i``, noise w carrying key w (`watermarked_noises` with `watermark_keys`, in ``channel``); each is
+    generated with prompt i (``ldm.generate``), and for each (label, method, options) of ``methods`` the 8-bit image
+    is inverted (``decinv.invert`` with ``dinv_steps`` iterations, 0 for the encoder; the pipeline's dtype), then
+    the diffusion (``ldm.invert_diffusion`` with the true prompt), and ẑ_T is classified
+    (`decinv.watermark.classify`). Time and peak memory cover decoder + diffusion inversion
+    (`decinv.measure.measure`; ``invert`` measures inside it too, which is harmless: its reset happens at the start
+    of the outer block). ``oracles``: also classify the true z_T and the diffusion inversion of the true z_0 (no
+    cost recorded).
 
-    ``prompts``: a list of N prompt strings (e.g. `decinv.pipelines.load_prompts(N)`); ``steps``: sampler and
-    inversion steps (None: the protocol's, 50 / 1); ``guidance_scale`` None: `WATERMARK_GUIDANCE`. Returns a
-    `WatermarkRun`; ``run.confusion_matrix(label)`` sums to 3N."""
-    _check_pipeline(pipeline)
+    ``batch``: images generated and inverted together (1: one at a time, as the paper measured; the tiny LDM runs
+    all 3N at once on a CPU). The time per image is then the batch's time / its size, and the peak memory is
+    measured apart on the batch's first image with at most `MEMORY_PROBE_ITERATIONS` iterations.
+
+    ``prompts``: a list of N prompt strings (e.g. `decinv.pipelines.load_prompts(N)`), or for the unconditional
+    tiny LDM the number N; ``steps``: sampler and inversion steps (None: the protocol's, 50 / 1; tiny 50);
+    ``guidance_scale`` None: `WATERMARK_GUIDANCE`. Returns a `WatermarkRun`; ``run.confusion_matrix(label)`` sums
+    to 3N."""
+    ldm = watermark_ldm(pipeline, guidance_scale=guidance_scale, steps=steps, iterations=iterations)
+    if isinstance(prompts, int) and not isinstance(prompts, bool) and not isinstance(ldm, GuidedLDM):
+        prompts = [""] * prompts  # unconditional: prompt i is only the seed seed + i
     prompts = _prompts(prompts)
-    if isinstance(dinv_steps, bool) or not isinstance(dinv_steps, int) or dinv_steps < 1:
-        raise ValueError(f"dinv_steps must be a positive int, got {dinv_steps!r}.")
+    for name, value in (("dinv_steps", dinv_steps), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
     methods = [tuple(m) for m in methods]
     if not methods or any(len(m) != 3 for m in methods) or len({m[0] for m in methods}) != len(methods):
         raise ValueError("methods must be distinct (label, decinv method, options) triples.")
-    keys, mask = watermark_keys(pipeline, radius, centred_on_dc=centred_on_dc, key_scale=key_scale)
-    w, steps = _guidance(pipeline, guidance_scale), _steps(pipeline, steps)
-    if steps != pipeline.protocol.steps:  # the sampler runs the protocol's steps; the inversion then matches it
-        pipeline = pipeline.with_protocol(steps=steps)
-    shape, model = latent_shape(pipeline), pipeline.vae
-    if not -shape[0] <= channel < shape[0]:
-        raise ValueError(f"channel {channel} out of range for {shape[0]} latent channels.")
+    keys, mask = watermark_keys(ldm, radius, centred_on_dc=centred_on_dc, key_scale=key_scale)
+    model = ldm.vae
+    if not -ldm.latent_shape[0] <= channel < ldm.latent_shape[0]:
+        raise ValueError(f"channel {channel} out of range for {ldm.latent_shape[0]} latent channels.")
     labels = [m[0] for m in methods] + (list(ORACLES) if oracles else [])
-    run = WatermarkRun(protocol=pipeline.protocol.name, device=str(model.device),
-                       labels=np.tile(np.arange(3), len(prompts)), prompts=prompts,
-                       seeds=[seed + i for i in range(len(prompts))], methods=labels,
-                       settings=dict(guidance_scale=w, steps=steps, dinv_steps=dinv_steps, radius=radius,
-                                     channel=channel, centred_on_dc=centred_on_dc, iterations=iterations,
-                                     dtype=str(model.dtype)))
+    settings = dict(steps=ldm.steps, dinv_steps=dinv_steps, radius=radius, channel=channel,
+                    centred_on_dc=centred_on_dc, batch=batch, dtype=str(model.dtype))
+    if isinstance(ldm, GuidedLDM):
+        settings.update(guidance_scale=ldm.guidance_scale, iterations=iterations)
+    run = WatermarkRun(protocol=ldm.name, device=str(model.device), labels=np.tile(np.arange(3), len(prompts)),
+                       prompts=prompts, seeds=[seed + i for i in range(len(prompts))], methods=labels,
+                       settings=settings)
     per_image = {name: {label: [] for label in labels} for name in
-                 ("predictions", "seconds", "peak_memory_bytes", "z0_nmse_db", "zT_nmse_db")}
+                 ("predictions", "seconds", "peak_memory_bytes", "z0_nmse_db", "zT_nmse_db", "pixel_psnr_db")}
     keys_dev = keys.to(model.device)
-    diffusion = dict(guidance_scale=w, steps=steps, iterations=iterations)
-    bar = tqdm(total=3 * len(prompts), desc=f"watermark {pipeline.protocol.name}",  # $TQDM_DISABLE applies
+    z_T_all = torch.cat([watermarked_noises(ldm, seed + i, keys, mask, channel) for i in range(len(prompts))])
+    prompt_of = [p for p in prompts for _ in range(3)]
+    generated = []
+    bar = tqdm(total=len(z_T_all), desc=f"watermark {ldm.name}",  # $TQDM_DISABLE applies
                **({} if progress else {"disable": True}))
-    for i, prompt in enumerate(prompts):
-        noises = watermarked_noises(pipeline, seed + i, keys, mask, channel)
-        for key in range(3):
-            z_T = noises[key:key + 1]
-            x, z0 = generate_watermarked(pipeline, z_T, prompt, guidance_scale=w)
-            z_T = z_T.to(z0.device, z0.dtype)
-            for label, method, options in methods:
-                with measure(model.device) as cost:
-                    result = invert(x, model, method, 0 if method == "encoder" else dinv_steps, z_true=z0,
-                                    progress=False, **options)
-                    z_T_hat = invert_diffusion(pipeline, result.z, [prompt], **diffusion)
-                _record(per_image, label, z_T_hat, keys_dev, mask, channel, z0, z_T, result.z)
-                per_image["seconds"][label].append(cost.seconds)
-                per_image["peak_memory_bytes"][label].append(
-                    np.nan if cost.peak_memory_bytes is None else float(cost.peak_memory_bytes))
-                run.memory_kind = cost.memory_kind
-            if oracles:
-                _record(per_image, ORACLES[0], z_T, keys_dev, mask, channel, z0, z_T, None)
-                _record(per_image, ORACLES[1], invert_diffusion(pipeline, z0, [prompt], **diffusion), keys_dev,
-                        mask, channel, z0, z_T, None)
-            bar.update()
+    for start in range(0, len(z_T_all), batch):
+        texts = prompt_of[start:start + batch]
+        x, z0 = ldm.generate(z_T_all[start:start + batch], texts)
+        z_T = z_T_all[start:start + batch].to(z0.device, z0.dtype)
+        generated.append(z0.float().cpu())
+        for label, method, options in methods:
+            k = 0 if method == "encoder" else dinv_steps
+            with measure(model.device) as cost:
+                result = invert(x, model, method, k, z_true=z0, progress=False, **options)
+                z_T_hat = ldm.invert_diffusion(result.z, texts)
+            memory = cost.peak_memory_bytes
+            if len(x) > 1:  # the per-image peak, apart (see MEMORY_PROBE_ITERATIONS)
+                with measure(model.device) as probe:
+                    one = invert(x[:1], model, method, min(k, MEMORY_PROBE_ITERATIONS), progress=False, **options)
+                    ldm.invert_diffusion(one.z, texts[:1])
+                memory = probe.peak_memory_bytes
+            if result.failed:
+                run.failed.setdefault(label, []).append(result.status)
+            _record(per_image, label, z_T_hat, keys_dev, mask, channel, z0, z_T, result.z)
+            fit = psnr(model.decode(result.z).float(), x.float())
+            per_image["pixel_psnr_db"][label] += [float(v) for v in fit]
+            per_image["seconds"][label] += [cost.seconds / len(x)] * len(x)
+            per_image["peak_memory_bytes"][label] += [np.nan if memory is None else float(memory)] * len(x)
+            run.memory_kind = cost.memory_kind
+        if oracles:
+            _record(per_image, ORACLES[0], z_T, keys_dev, mask, channel, z0, z_T, None)
+            _record(per_image, ORACLES[1], ldm.invert_diffusion(z0, texts), keys_dev, mask, channel, z0, z_T, None)
+        bar.update(len(x))
     bar.close()
     for name, values in per_image.items():
         setattr(run, name, {label: np.asarray(v, dtype=np.int64 if name == "predictions" else np.float64)
                             for label, v in values.items() if len(v)})
+    run.z_T, run.z0 = z_T_all, torch.cat(generated)
     return run
 
 
 def _record(per_image, label, z_T_hat, keys, mask, channel, z0, z_T, z0_hat):
-    """Append the prediction and the z_0 / z_T NMSE (dB) of one image to ``per_image[...][label]`` (z_0 NMSE NaN for
-    an oracle, ``z0_hat`` None: it starts from the true z_0)."""
-    per_image["predictions"][label].append(int(wm.classify(z_T_hat.float(), keys, mask, channel)[0]))
-    per_image["z0_nmse_db"][label].append(np.nan if z0_hat is None else float(nmse_db(z0_hat.float(), z0.float())[0]))
-    per_image["zT_nmse_db"][label].append(float(nmse_db(z_T_hat.float(), z_T.float())[0]))
+    """Append the predictions and the z_0 / z_T NMSE (dB) of a batch of images to ``per_image[...][label]`` (z_0
+    NMSE NaN for an oracle, ``z0_hat`` None: it starts from the true z_0; z_T NMSE NaN for the true z_T itself)."""
+    per_image["predictions"][label] += [int(k) for k in wm.classify(z_T_hat.float(), keys, mask, channel)]
+    nan = [np.nan] * len(z0)
+    per_image["z0_nmse_db"][label] += nan if z0_hat is None else nmse_db(z0_hat.float(), z0.float()).tolist()
+    per_image["zT_nmse_db"][label] += nan if z_T_hat is z_T else nmse_db(z_T_hat.float(), z_T.float()).tolist()
 
 
 # ------------------------------------------------------------------------------------------------ beside the paper

@@ -50,3 +50,19 @@ def test_text_to_image_profiles_run_the_papers_protocol_or_fail():
         load_profile("sd15", "cpu", source="decinv-tests/no-such-pipeline")  # an error, not on-manifold crops
     with pytest.raises(ValueError, match="takes no source"):
         load_profile("tiny", "cpu", source="anything")
+
+
+def test_tiny_ldm_generates_and_inverts_with_the_ddim_functions():
+    from decinv.diffusion import ddim_invert, ddim_sample
+    from decinv.experiments import TinyLDM, generated_instances, load_profile, quantize_8bit
+
+    model, pipe, _ = load_profile("tiny", "cpu")
+    ldm = TinyLDM.from_pipeline(pipe, steps=3)
+    assert ldm.latent_shape == (4, 16, 16)
+    z_T = torch.randn(2, *ldm.latent_shape, generator=torch.Generator().manual_seed(0))
+    x, z0 = ldm.generate(z_T, ["ignored", "prompts"])
+    assert torch.equal(z0, ddim_sample(pipe.unet, pipe.scheduler, z_T, 3))
+    assert torch.equal(x, quantize_8bit(model.decode(z0))) and x.shape == (2, 3, 128, 128)
+    assert torch.equal(ldm.invert_diffusion(z0), ddim_invert(pipe.unet, pipe.scheduler, z0, 3))
+    inst = generated_instances(model, pipe, 2, seed=0, ddim_steps=3)
+    assert torch.equal(inst.z_true, z0) and torch.equal(inst.x, x)  # the same noise, the same path

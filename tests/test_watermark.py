@@ -140,3 +140,16 @@ def test_bad_inputs_rejected(z, channel, key_size, mask_kind):
         inject(z, keys[0], mask, channel)
     with pytest.raises(ValueError):
         distances(z, keys, mask, channel)
+
+
+def test_wilson_interval_brackets_the_proportion_and_stays_in_the_unit_interval():
+    from decinv import watermark as wm
+
+    low, high = wm.wilson_interval(4, 6)
+    assert 0 < low < 4 / 6 < high < 1
+    assert round(100 * low) == 30 and round(100 * high) == 90  # the chapter's 4/6 = 67 % [30, 90]
+    low, high = wm.wilson_interval(6, 6)
+    assert 0.6 < low < 1 and high == pytest.approx(1.0)
+    assert wm.wilson_interval(0, 6)[0] == pytest.approx(0.0) and wm.wilson_interval(0, 6)[1] > 0
+    with pytest.raises(ValueError):
+        wm.wilson_interval(7, 6)

@@ -269,9 +269,10 @@ def test_paper_numbers_are_consistent():
 def test_bad_inputs_raise_clear_errors(sd21, folder):
     from decinv.experiments import load_profile as lp
 
-    tiny_model, tiny_pipe, _ = lp("tiny", "cpu")
     with pytest.raises(TypeError, match="TextToImage"):
-        wp.run_watermark(tiny_pipe, PROMPTS)
+        wp.run_watermark(object(), PROMPTS)
+    with pytest.raises(ValueError, match="batch"):
+        wp.run_watermark(lp("tiny", "cpu")[1], 1, batch=0)
     with pytest.raises(ValueError, match="video-diffusion"):
         wp.invert_diffusion(sd21.with_protocol(kind="video-diffusion"), torch.zeros(1, 4, 8, 8), "a")
     with pytest.raises(ValueError, match="radius"):
@@ -298,3 +299,30 @@ def test_bad_inputs_raise_clear_errors(sd21, folder):
     second.pipe.scheduler = type(second.pipe.scheduler).from_config(second.pipe.scheduler.config, solver_order=2)
     with pytest.raises(ValueError, match="first-order"):
         wp.ddim_invert_guided(second, torch.zeros(1, 4, 8, 8), ["a"])
+
+
+# ------------------------------------------------------------------------------------------- the tiny LDM, same run
+
+
+def test_one_protocol_drives_the_tiny_ldm_batched_or_one_by_one():
+    """run_watermark takes load_profile("tiny")'s pipeline like a real one: the noises are watermarked_noises of
+    seeds seed + i, z_0 is TinyLDM.generate of them, and batching changes no prediction."""
+    from decinv.experiments import TinyLDM
+
+    _, pipe, _ = load_profile("tiny", "cpu")
+    methods = [("Encoder", "encoder", {})]
+    together = wp.run_watermark(pipe, 2, seed=5, steps=3, methods=methods, batch=6, progress=False)
+    alone = wp.run_watermark(pipe, 2, seed=5, steps=3, methods=methods, progress=False)
+    ldm = wp.watermark_ldm(pipe, steps=3)
+    assert isinstance(ldm, TinyLDM) and ldm.steps == 3 and together.protocol == "tiny"
+    keys, mask = wp.watermark_keys(ldm, 6)
+    noises = torch.cat([wp.watermarked_noises(ldm, s, keys, mask) for s in (5, 6)])
+    assert torch.equal(together.z_T, noises) and together.seeds == [5, 6]
+    assert torch.equal(together.z0, ldm.generate(noises)[1])
+    torch.testing.assert_close(alone.z0, together.z0, rtol=1e-4, atol=1e-5)
+    for label in together.methods:
+        assert np.array_equal(together.predictions[label], alone.predictions[label])
+    table = together.table()
+    assert (table["ci low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["ci high"]).all()
+    assert np.isnan(table.loc["True z_T", "zT NMSE (dB)"]) and table.loc["Encoder", "pixel PSNR (dB)"] > 20
+    assert (together.seconds["Encoder"] > 0).all() and together.settings["batch"] == 6
