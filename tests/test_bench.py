@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 import decinv
-from decinv import bench, bench_tradeoff
+from decinv import bench
+from decinv.bench import acceleration, dtype, overhead, tradeoff, video
 from tests.conftest import small_vae
 
 
@@ -35,16 +37,16 @@ def _positive(value) -> bool:
 def test_time_to_reach_interpolates_in_steps():
     curve = [{"steps": 10, "seconds": 1.0, "nmse_db": -10.0, "peak_memory_bytes": 5},
              {"steps": 20, "seconds": 2.0, "nmse_db": -20.0, "peak_memory_bytes": 7}]
-    hit = bench_tradeoff.time_to_reach(-15.0, curve)
+    hit = tradeoff.time_to_reach(-15.0, curve)
     assert hit["reached"] and hit["steps"] == pytest.approx(15.0) and hit["seconds"] == pytest.approx(1.5)
     assert hit["peak_memory_bytes"] == 7
-    assert bench_tradeoff.time_to_reach(-5.0, curve)["seconds"] == 1.0  # the first point already reaches it
-    miss = bench_tradeoff.time_to_reach(-25.0, curve)
+    assert tradeoff.time_to_reach(-5.0, curve)["seconds"] == 1.0  # the first point already reaches it
+    miss = tradeoff.time_to_reach(-25.0, curve)
     assert not miss["reached"] and miss["best_nmse_db"] == -20.0
 
 
 def test_overhead(model):
-    out = bench.overhead(model, device="cpu", quick=True, progress=False)
+    out = overhead.overhead(model, device="cpu", quick=True, progress=False)
     for key in ("gradfree_per_iter_over_bare_ED", "gradient_per_iter_over_bare_Dfb", "gradient_over_gradfree_per_iter",
                 "gradfree_per_iter_over_bare_ED_min", "gradient_per_iter_over_bare_Dfb_min"):
         assert _positive(out[key]), key
@@ -55,12 +57,12 @@ def test_overhead(model):
 
 
 def test_overhead_on_bundled_tiny_model():
-    out = bench.overhead("tiny", device="cpu", quick=True, progress=False)
+    out = overhead.overhead("tiny", device="cpu", quick=True, progress=False)
     assert out["setting"]["model"]["name"] == "tiny" and _positive(out["gradfree_per_iter_over_bare_ED"])
 
 
 def test_tradeoff(model):
-    out = bench.tradeoff(model, device="cpu", quick=True, progress=False)
+    out = tradeoff.tradeoff(model, device="cpu", quick=True, progress=False)
     curve = out["points"]["gradfree-adam"]["0.01 scheduled"]
     assert [p["steps"] for p in curve] == sorted(out["setting"]["gradfree_steps"])  # K >= cap read off one run
     assert {p["from_run_steps"] for p in curve if p["steps"] >= out["setting"]["schedule_cap"]} == {8}
@@ -91,23 +93,23 @@ def _tradeoff_doc(encoder_db):
 
 
 def test_tradeoff_marks_comparisons_the_encoder_already_wins_as_degenerate():
-    fine = bench_tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-15.0))
+    fine = tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-15.0))
     assert not fine["headline"]["degenerate_exact"] and fine["headline"]["time_ratio_exact"] > 1
     assert all(c["time_ratio"] is not None for c in fine["comparisons"])
-    degenerate = bench_tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-20.5))
+    degenerate = tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-20.5))
     h = degenerate["headline"]
     assert h["degenerate_exact"] and h["time_ratio_exact"] is None and h["time_ratio_exact_cpu"] is None
     assert all(c["degenerate"] and c["time_ratio"] is None for c in degenerate["comparisons"])
     assert degenerate["max_time_ratio"] is None
     assert any(str(r["value"]).startswith("degenerate") for r in degenerate["ratios"])
     # -19.5 dB: beats the 20-iteration run (degenerate there) but not the best (a real comparison)
-    mixed = bench_tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-19.5))
+    mixed = tradeoff.summarize_tradeoff(_tradeoff_doc(encoder_db=-19.5))
     assert [c["degenerate"] for c in mixed["comparisons"]] == [True, False]
     assert not mixed["headline"]["degenerate_exact"] and mixed["headline"]["degenerate_within_1db"]
 
 
 def test_video(model):
-    out = bench.video(model, device="cpu", quick=True, progress=False)
+    out = video.video(model, device="cpu", quick=True, progress=False)
     frames, chunks = out["setting"]["frames"], out["setting"]["chunk_sizes"]
     assert len(out["runs"]) == len(frames) * 2 * len(chunks)
     assert all(r["status"] == "completed" for r in out["runs"])
@@ -117,7 +119,7 @@ def test_video(model):
 
 
 def test_dtype(model):
-    out = bench.dtype_suite(model, device="cpu", quick=True, progress=False)
+    out = dtype.dtype_suite(model, device="cpu", quick=True, progress=False)
     runs = out["runs"]
     assert set(runs) == {f"{m}|{d}" for m in ("gradfree-adam", "gradient-adam") for d in ("fp32", "bf16", "fp16")}
     assert out["cpu_half_timings_not_gpu_claims"] and "NOT" in out["cpu_half_note"]
@@ -153,8 +155,22 @@ def test_reanalyse_applies_todays_tradeoff_rules_to_a_committed_document():
                 {"suite": "tradeoff", "ratio": "headline: stale", "value": 16.8, "target": "", "note": ""},
                 {"suite": "dtype", "ratio": "b", "value": 2.0, "target": "", "note": ""}]
     doc = {"suites": {"tradeoff": tr}, "ratios": old_rows}
-    bench_tradeoff.reanalyse(doc)
+    tradeoff.reanalyse(doc)
     suites = [r["suite"] for r in doc["ratios"]]
     assert suites[0] == "overhead" and suites[-1] == "dtype" and "headline: stale" not in {r["ratio"] for r in doc["ratios"]}
     assert tr["headline"]["degenerate_exact"] and tr["headline"]["time_ratio_exact"] is None
-    assert bench_tradeoff.reanalyse({"suites": {}, "ratios": []}) == {"suites": {}, "ratios": []}
+    assert tradeoff.reanalyse({"suites": {}, "ratios": []}) == {"suites": {}, "ratios": []}
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "results").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_recorded_results_still_read_with_todays_code(path):
+    """Every committed benchmark record reanalyses, prints its ratio table and (acceleration) makes its frame."""
+    doc = json.loads(path.read_text())
+    if not str(doc.get("schema", "")).startswith("decinv-bench/"):
+        pytest.skip("not a benchmark record")
+    doc = tradeoff.reanalyse(doc)
+    lines = bench.format_table(doc).splitlines()
+    assert len(lines) >= 1 + len(doc["ratios"]) and set(doc["suites"]) <= set(bench.SUITES)
+    if "acceleration" in doc["suites"]:
+        assert len(acceleration.acceleration_frame(doc["suites"]["acceleration"])) > 0

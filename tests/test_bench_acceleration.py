@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from decinv import bench
-from decinv.bench_acceleration import acceleration, acceleration_frame, calls_to
+from decinv.bench.acceleration import acceleration, acceleration_frame, calls_to
 
 
 def test_calls_to_interpolates_and_reports_never():
@@ -16,8 +16,9 @@ def test_calls_to_interpolates_and_reports_never():
 
 
 def test_module_imports_first_without_a_cycle():
-    for first in ("decinv.bench_acceleration", "decinv.bench_video3d", "decinv.bench_overhead", "decinv.bench_tradeoff",
-                  "decinv.bench_video", "decinv.bench_dtype", "decinv.bench"):
+    for first in ("decinv.bench.acceleration", "decinv.bench.video3d", "decinv.bench.overhead", "decinv.bench.tradeoff",
+                  "decinv.bench.video", "decinv.bench.dtype", "decinv.bench.jobs", "decinv.bench.common", "decinv.bench",
+                  "decinv.bench_acceleration", "decinv.bench_tradeoff"):
         run = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
 

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from decinv import bench
+from decinv.bench import jobs as bench_jobs
 from decinv.cli import main
 from tests.conftest import small_vae
 
@@ -34,19 +35,15 @@ def test_quick_jobs_suite_times_both_processes_and_writes_strict_json(tmp_path, 
 
 
 def test_jobs_suite_refuses_what_it_cannot_start():
-    from decinv.bench_jobs import jobs
-
     with pytest.raises(TypeError, match="source string"):
-        jobs(object())
+        bench_jobs.jobs(object())
     with pytest.raises(ValueError, match="--device cpu"):
-        jobs("tiny", device="cuda")
+        bench_jobs.jobs("tiny", device="cuda")
 
 
 def test_ed_worker_times_the_passes_per_image(tmp_path):
-    from decinv import bench_jobs
-
     small_vae().save_pretrained(tmp_path / "vae")
-    assert bench_jobs._ed_main(["--model", str(tmp_path / "vae"), "--size", "16", "--batches", "1", "4",
+    assert bench_jobs.ed_main(["--model", str(tmp_path / "vae"), "--size", "16", "--batches", "1", "4",
                                 "--threads", "1", "--repeat", "2", "--out", str(tmp_path / "ed.json")]) == 0
     ed = json.loads((tmp_path / "ed.json").read_text())
     assert set(ed) == {"1"} and set(ed["1"]) == {"1", "4"}

@@ -50,10 +50,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from safetensors.torch import save_file
 
-from decinv.bench import MIB, _model_info, _ratio, _resolve_model, _row, native_size
+import decinv
+from decinv.bench.common import MIB, model_info, native_size, ratio_row, resolve_model, safe_ratio
+from decinv.experiments import camera_pan
+from decinv.images import load_image
+from decinv.jobs import collect_inputs
+from decinv.solvers.tracking import norms
 
 TARGET = 3.0
+# How this suite starts its own workers (`worker_main`): ``python -c`` rather than ``python -m decinv.bench.jobs``,
+# which would run this module a second time beside the copy the package's __init__ has already imported.
+WORKER = [sys.executable, "-c",
+          "import sys; from decinv.bench.jobs import worker_main; sys.exit(worker_main(sys.argv[1:]))"]
 
 
 def one_at_a_time(paths, model, method: str = "gradfree-adam", steps: int = 100, options: dict | None = None,
@@ -63,10 +74,6 @@ def one_at_a_time(paths, model, method: str = "gradfree-adam", steps: int = 100,
     the residual ||E(D(z)) - E(x)|| and the PSNR of D(z) for both (4 more decoder and 2 more encoder passes), keep
     the latent; write all latents to one safetensors file ``out`` at the end. Returns {name: latent (C, h, w)}.
     (The old command read files through the loader that is now `decinv.images.load_image`; a refused file ended it.)"""
-    import decinv
-    from decinv.images import load_image
-    from decinv.solvers.tracking import norms
-
     options = dict(options or {})
     latents, names = {}, set()
     for path in paths:
@@ -85,18 +92,12 @@ def one_at_a_time(paths, model, method: str = "gradfree-adam", steps: int = 100,
         names.add(name)
         latents[name] = result.z[0].float().cpu().contiguous()
     if out:
-        from safetensors.torch import save_file
-
         save_file(latents, str(out), metadata={"method": method, "steps": str(steps)})
     return latents
 
 
 def _write_images(model, n: int, size: int, folder: Path) -> list[str]:
     """``n`` 8-bit PNGs of ``size``² in ``folder``: the frames of a camera pan, decoded by ``model``."""
-    from PIL import Image
-
-    from decinv.experiments import camera_pan
-
     folder.mkdir(parents=True, exist_ok=True)
     x = camera_pan(model, n, size, size, step=2).x[0]
     paths = []
@@ -143,7 +144,7 @@ def _run_job_config(name, folder, work, model, steps, batch, threads, ranks=1) -
 
 def _run_loop_config(folder, work, model, steps, threads, name="loop") -> dict:
     timing = work / f"{name}.json"
-    measured = _spawn([sys.executable, "-m", "decinv.bench_jobs", "loop", str(folder), "--model", model, "--steps",
+    measured = _spawn([*WORKER, "loop", str(folder), "--model", model, "--steps",
                        str(steps), "--threads", str(threads), "--out", str(work / f"{name}.safetensors"),
                        "--timing", str(timing)], threads, work / f"{name}.log")
     phase = json.loads(timing.read_text())
@@ -180,7 +181,7 @@ def jobs(model="tiny", *, device="cpu", quick: bool = False, progress: bool = Tr
         raise ValueError(f"n = {n} images must split into {rounds} round(s) of whole batches of {batch}.")
     memory_counts = list(memory_counts) if memory_counts is not None else ([] if quick else [16, 64])
     threads = torch.get_num_threads()
-    lm, _ = _resolve_model(model, "cpu")
+    lm, _ = resolve_model(model, "cpu")
     size = size or native_size(lm)
     runs: dict = {}
     with tempfile.TemporaryDirectory(prefix="decinv-bench-jobs-") as tmp:
@@ -228,7 +229,7 @@ def jobs(model="tiny", *, device="cpu", quick: bool = False, progress: bool = Tr
             if progress:
                 print(f"jobs suite: E(D(z)) per image at batch 1 and batch {batch} ...", flush=True)
             ed_ms = _run_ed(work, model, size, sorted({1, batch}), sorted({1, threads}), 10)
-    setting = dict(model=_model_info(lm), n=n, size=size, steps=steps, batch=batch, ranks=ranks, threads=threads,
+    setting = dict(model=model_info(lm), n=n, size=size, steps=steps, batch=batch, ranks=ranks, threads=threads,
                    method="gradfree-adam (paper defaults)", memory_steps=memory_steps, repeat=repeat, rounds=rounds,
                    images="8-bit PNG frames of a camera pan over 'astronaut' (2 px/frame), decoded by the model",
                    environment="every process: OMP_WAIT_POLICY=PASSIVE (as the Makefile), HF_HUB_OFFLINE=1")
@@ -266,7 +267,7 @@ def _run_ed(work: Path, model: str, size: int, batches, threads, repeat: int) ->
     """`ed_per_image` in a process of its own, with the configurations' environment (OpenMP wait policy included,
     which cannot be changed inside a process once torch has started its threads)."""
     out = work / "ed.json"
-    _spawn([sys.executable, "-m", "decinv.bench_jobs", "ed", "--model", model, "--size", str(size), "--batches",
+    _spawn([*WORKER, "ed", "--model", model, "--size", str(size), "--batches",
             *map(str, batches), "--threads", *map(str, threads), "--repeat", str(repeat), "--out", str(out)],
            max(threads), work / "ed.log")
     return json.loads(out.read_text())
@@ -291,9 +292,9 @@ def _analyse(runs: dict, memory: list, setting: dict, ed_ms: dict | None = None)
     for name in ("job", "job-b1", "torchrun"):
         if name not in table or loop is None:
             continue
-        end = _ratio(table[name]["images_per_second"], loop["images_per_second"])
-        phase = _ratio(table[name]["images_per_second_phase"], loop["images_per_second_phase"])
-        by_round = [_ratio(b["images"] / b["wall_seconds"], a["images"] / a["wall_seconds"])
+        end = safe_ratio(table[name]["images_per_second"], loop["images_per_second"])
+        phase = safe_ratio(table[name]["images_per_second_phase"], loop["images_per_second_phase"])
+        by_round = [safe_ratio(b["images"] / b["wall_seconds"], a["images"] / a["wall_seconds"])
                     for a, b in zip(runs["loop"], runs[name])]
         speedups[name] = {"end_to_end": end, "phase": phase, "end_to_end_by_round": by_round}
         t = table[name]
@@ -301,21 +302,21 @@ def _analyse(runs: dict, memory: list, setting: dict, ed_ms: dict | None = None)
                                              if t["ranks"] > 1 else f", {t['threads_per_process']} thread(s)"))
         target = f">= {TARGET:g}" if name == "job" else "—"
         spread = ", ".join(f"{v:.2f}" for v in by_round)
-        ratios.append(_row("jobs", f"{name} / loop, images/s end to end", end, target,
-                           f"{what}; {t['images']} images of {setting['size']}², {setting['steps']} steps; "
-                           f"per round {spread}"))
-        ratios.append(_row("jobs", f"{name} / loop, images/s inversion phase", phase, target,
-                           "model loading and imports excluded"))
+        ratios.append(ratio_row("jobs", f"{name} / loop, images/s end to end", end, target,
+                                f"{what}; {t['images']} images of {setting['size']}², {setting['steps']} steps; "
+                                f"per round {spread}"))
+        ratios.append(ratio_row("jobs", f"{name} / loop, images/s inversion phase", phase, target,
+                                "model loading and imports excluded"))
     mem = {}
     if memory:
         top = max(m["batch"] for m in memory)
         by_count = {m["images"]: m["max_rss_mib"] for m in memory if m["batch"] == top}
         lo, hi = min(by_count), max(by_count)
-        mem = {"batch": top, "rss_mib_by_images": by_count, "ratio": _ratio(by_count[hi], by_count[lo]),
+        mem = {"batch": top, "rss_mib_by_images": by_count, "ratio": safe_ratio(by_count[hi], by_count[lo]),
                "by_batch": {m["batch"]: m["max_rss_mib"] for m in memory if m["images"] == hi}}
-        ratios.append(_row("jobs", f"job peak RSS, {hi} / {lo} images", mem["ratio"], "~1 (bounded by the batch)",
-                           f"batches of {top}; {by_count[lo]:.0f} vs {by_count[hi]:.0f} MiB (absolute, "
-                           "Python + torch + model)"))
+        ratios.append(ratio_row("jobs", f"job peak RSS, {hi} / {lo} images", mem["ratio"], "~1 (bounded by the batch)",
+                                f"batches of {top}; {by_count[lo]:.0f} vs {by_count[hi]:.0f} MiB (absolute, "
+                                "Python + torch + model)"))
     met = speedups.get("job", {}).get("end_to_end")
     return {"setting": setting, "runs": runs, "table": table, "speedups": speedups, "ed_ms_per_image": ed_ms,
             "memory": memory,
@@ -323,9 +324,9 @@ def _analyse(runs: dict, memory: list, setting: dict, ed_ms: dict | None = None)
             "ratios": ratios}
 
 
-def _ed_main(argv=None) -> int:
-    """``python -m decinv.bench_jobs ed ...``: `ed_per_image` as its own process, written to ``--out``."""
-    parser = argparse.ArgumentParser(prog="python -m decinv.bench_jobs ed")
+def ed_main(argv=None) -> int:
+    """Worker ``ed ...``: `ed_per_image` as its own process, written to ``--out``."""
+    parser = argparse.ArgumentParser(prog="decinv.bench.jobs worker ed")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
@@ -333,16 +334,14 @@ def _ed_main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    import decinv
-
     model = decinv.load_model(args.model, device="cpu")
     args.out.write_text(json.dumps(ed_per_image(model, args.size, args.batches, args.threads, args.repeat)))
     return 0
 
 
-def _loop_main(argv=None) -> int:
-    """``python -m decinv.bench_jobs loop FOLDER ...``: the `one_at_a_time` configuration as its own process."""
-    parser = argparse.ArgumentParser(prog="python -m decinv.bench_jobs loop")
+def loop_main(argv=None) -> int:
+    """Worker ``loop FOLDER ...``: the `one_at_a_time` configuration as its own process."""
+    parser = argparse.ArgumentParser(prog="decinv.bench.jobs worker loop")
     parser.add_argument("folder", type=Path)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--steps", type=int, default=100)
@@ -350,9 +349,6 @@ def _loop_main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--timing", type=Path, required=True)
     args = parser.parse_args(argv)
-    import decinv
-    from decinv.jobs import collect_inputs
-
     if args.threads:
         torch.set_num_threads(args.threads)
     model = decinv.load_model(args.model, device="cpu")
@@ -363,8 +359,10 @@ def _loop_main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("loop", "ed"):
-        sys.exit((_loop_main if sys.argv[1] == "loop" else _ed_main)(sys.argv[2:]))
-    sys.exit("usage: python -m decinv.bench_jobs loop FOLDER --out FILE --timing FILE | ed --size S --out FILE "
-             "(workers of the suite: decinv bench --suite jobs)")
+
+def worker_main(argv: list[str]) -> int:
+    """The suite's worker processes (started through `WORKER`): ``loop FOLDER ...`` or ``ed --size S ...``."""
+    if argv and argv[0] in ("loop", "ed"):
+        return (loop_main if argv[0] == "loop" else ed_main)(argv[1:])
+    raise SystemExit("usage: worker loop FOLDER --out FILE --timing FILE | ed --size S --out FILE "
+                     "(workers of the suite: decinv bench --suite jobs)")

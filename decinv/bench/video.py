@@ -1,8 +1,8 @@
 """Benchmark suite ``video``: peak memory and time per iteration against the number of frames, for an image
 autoencoder applied frame by frame (chunked or not).
 
-Run through `decinv.bench` (``decinv bench --suite video``); split out of bench.py, which keeps the shared
-helpers, the runner and the command line."""
+Run through `decinv.bench` (``decinv bench --suite video``); its helpers come from
+`decinv.bench.common`."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ import torch
 from tqdm import tqdm
 
 import decinv
-from decinv.bench import (
+from decinv.bench.common import (
     MIB,
     PAPER_VIDEO_MEMORY_RATIO,
-    _clip,
-    _fmt,
-    _median,
-    _model_info,
-    _per_iteration,
-    _ratio,
-    _resolve_model,
-    _row,
-    _run,
+    finite_median,
+    fmt,
+    invert_clocked,
+    model_info,
     native_size,
+    pan_clip,
+    per_iteration,
+    ratio_row,
+    resolve_model,
+    safe_ratio,
 )
 
 
@@ -55,30 +55,30 @@ def video(model="tiny", *, device="auto", frames=(1, 2, 4, 8, 16, 32), size: int
     if quick:
         frames, size, steps, chunk_sizes = (1, 2, 4), 32, 3, (None, 1)
     device = decinv.models.resolve_device(device)
-    model, _ = _resolve_model(model, device)
+    model, _ = resolve_model(model, device)
     size = size or native_size(model)
     methods = ("gradfree-adam", "gradient-adam")
-    clip1 = _clip(model, min(frames), size)
+    clip1 = pan_clip(model, min(frames), size)
     for method in methods:  # warm-up
-        _run(clip1.x, model, method, 2)
+        invert_clocked(clip1.x, model, method, 2)
     rows = []
     jobs = [(f, m, c) for f in frames for m in methods for c in chunk_sizes]
     clips = {}
     for f, method, chunk in tqdm(jobs, desc="video", disable=not progress):
         if f not in clips:
             clips.clear()
-            clips[f] = _clip(model, f, size)
+            clips[f] = pan_clip(model, f, size)
         clip = clips[f]
         for rep in range(repeat):
-            r = _run(clip.x, model, method, steps, chunk_size=chunk, z_true=clip.z_true)
+            r = invert_clocked(clip.x, model, method, steps, chunk_size=chunk, z_true=clip.z_true)
             rows.append({"frames": f, "method": method, "chunk_size": chunk, "repeat": rep,
-                         "peak_memory_bytes": r.peak_memory_bytes, "per_iter_seconds": _per_iteration(r.trace.seconds),
-                         "per_iter_cpu_seconds": _per_iteration(r.cpu_trace),
+                         "peak_memory_bytes": r.peak_memory_bytes, "per_iter_seconds": per_iteration(r.trace.seconds),
+                         "per_iter_cpu_seconds": per_iteration(r.cpu_trace),
                          "step_seconds": np.diff(r.trace.seconds).tolist(), "seconds": r.seconds, "status": r.status,
                          "final_nmse_db": float(np.mean(r.trace.nmse_db[-1])) if len(r.trace) else None})
 
     out = {
-        "setting": {"model": _model_info(model), "device": str(device), "frames": list(frames), "size": size,
+        "setting": {"model": model_info(model), "device": str(device), "frames": list(frames), "size": size,
                     "steps": steps, "chunk_sizes": list(chunk_sizes), "repeat": repeat,
                     "threads": torch.get_num_threads(), "clip": "camera_pan over 'astronaut', 4 px/frame",
                     "memory_kind": "extra peak RSS (CPU)" if device.type == "cpu" else "max_memory_allocated"},
@@ -95,8 +95,8 @@ def summarize_video(out: dict) -> dict:
     methods = ("gradfree-adam", "gradient-adam")
 
     def med(method, chunk, f, key):
-        return _median([r[key] for r in rows if r["method"] == method and r["chunk_size"] == chunk
-                        and r["frames"] == f and r[key] is not None])
+        return finite_median([r[key] for r in rows if r["method"] == method and r["chunk_size"] == chunk
+                             and r["frames"] == f and r[key] is not None])
 
     summary = {}
     for method in methods:
@@ -109,14 +109,14 @@ def summarize_video(out: dict) -> dict:
                 "slope_mib_per_frame": _fit_slope(frames, [m / MIB for m in mem]),
             }
     f_ref = 16 if 16 in frames else max(frames)
-    ratio = _ratio(med("gradfree-adam", None, f_ref, "peak_memory_bytes"),
-                   med("gradient-adam", None, f_ref, "peak_memory_bytes"))
-    chunk_ratios = {str(c): _ratio(med("gradfree-adam", c, f_ref, "peak_memory_bytes"),
-                                   med("gradient-adam", c, f_ref, "peak_memory_bytes")) for c in chunk_sizes if c}
-    time_ratio = _ratio(med("gradfree-adam", None, f_ref, "per_iter_seconds"),
-                        med("gradient-adam", None, f_ref, "per_iter_seconds"))
-    time_ratio_cpu = _ratio(med("gradfree-adam", None, f_ref, "per_iter_cpu_seconds"),
-                            med("gradient-adam", None, f_ref, "per_iter_cpu_seconds"))
+    ratio = safe_ratio(med("gradfree-adam", None, f_ref, "peak_memory_bytes"),
+                       med("gradient-adam", None, f_ref, "peak_memory_bytes"))
+    chunk_ratios = {str(c): safe_ratio(med("gradfree-adam", c, f_ref, "peak_memory_bytes"),
+                                       med("gradient-adam", c, f_ref, "peak_memory_bytes")) for c in chunk_sizes if c}
+    time_ratio = safe_ratio(med("gradfree-adam", None, f_ref, "per_iter_seconds"),
+                            med("gradient-adam", None, f_ref, "per_iter_seconds"))
+    time_ratio_cpu = safe_ratio(med("gradfree-adam", None, f_ref, "per_iter_cpu_seconds"),
+                                med("gradient-adam", None, f_ref, "per_iter_cpu_seconds"))
     slope_un = summary["gradfree-adam|chunk=None"]["slope_mib_per_frame"] if None in chunk_sizes else math.nan
     flat = {}
     for c in chunk_sizes:
@@ -127,7 +127,7 @@ def summarize_video(out: dict) -> dict:
             s = _fit_slope(fs, [m for f, m in zip(frames, v["peak_memory_mib"]) if f >= c])
             v["slope_mib_per_frame_from_chunk"] = s
             flat[str(c)] = {"slope_mib_per_frame": s, "fitted_over_frames": fs,
-                            "fraction_of_unchunked_slope": _ratio(s, slope_un),
+                            "fraction_of_unchunked_slope": safe_ratio(s, slope_un),
                             "flat": bool(np.isfinite(s) and np.isfinite(slope_un) and s <= 0.1 * slope_un)}
     out.update({
         "summary": summary,
@@ -140,19 +140,19 @@ def summarize_video(out: dict) -> dict:
         "paper_memory_ratio": PAPER_VIDEO_MEMORY_RATIO,
     })
     rows_out = [
-        _row("video", f"grad-free / grad-based peak memory, F={f_ref}, unchunked", ratio, "<= 0.2 (paper 0.11)",
-             f"{summary['gradfree-adam|chunk=None']['peak_memory_mib'][frames.index(f_ref)]:.1f} vs "
-             f"{summary['gradient-adam|chunk=None']['peak_memory_mib'][frames.index(f_ref)]:.1f} MiB"
-             if None in chunk_sizes else ""),
-        _row("video", f"grad-free / grad-based per-iteration time, F={f_ref}, unchunked", time_ratio, "< 1",
-             f"CPU time {_fmt(time_ratio_cpu, 3)}"),
+        ratio_row("video", f"grad-free / grad-based peak memory, F={f_ref}, unchunked", ratio, "<= 0.2 (paper 0.11)",
+                  f"{summary['gradfree-adam|chunk=None']['peak_memory_mib'][frames.index(f_ref)]:.1f} vs "
+                  f"{summary['gradient-adam|chunk=None']['peak_memory_mib'][frames.index(f_ref)]:.1f} MiB"
+                  if None in chunk_sizes else ""),
+        ratio_row("video", f"grad-free / grad-based per-iteration time, F={f_ref}, unchunked", time_ratio, "< 1",
+                  f"CPU time {fmt(time_ratio_cpu, 3)}"),
     ]
     for c, v in chunk_ratios.items():
-        rows_out.append(_row("video", f"grad-free / grad-based peak memory, F={f_ref}, chunk={c}", v, "< 1"))
+        rows_out.append(ratio_row("video", f"grad-free / grad-based peak memory, F={f_ref}, chunk={c}", v, "< 1"))
     for c, v in flat.items():
-        rows_out.append(_row("video", f"grad-free chunk={c} memory slope / unchunked slope",
-                             v["fraction_of_unchunked_slope"],
-                             "<= 0.1 (flat in F)", f"{v['slope_mib_per_frame']:.2f} MiB/frame over F >= {c} vs "
-                             f"{slope_un:.2f} unchunked; flat={v['flat']}"))
+        rows_out.append(ratio_row("video", f"grad-free chunk={c} memory slope / unchunked slope",
+                                  v["fraction_of_unchunked_slope"],
+                                  "<= 0.1 (flat in F)", f"{v['slope_mib_per_frame']:.2f} MiB/frame over F >= {c} vs "
+                                  f"{slope_un:.2f} unchunked; flat={v['flat']}"))
     out["ratios"] = rows_out
     return out

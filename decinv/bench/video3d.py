@@ -28,7 +28,16 @@ import torch
 from tqdm import tqdm
 
 import decinv
-from decinv.bench import MIB, PAPER_VIDEO_MEMORY_RATIO, _fmt, _median, _model_info, _per_iteration, _ratio, _row
+from decinv.bench.common import (
+    MIB,
+    PAPER_VIDEO_MEMORY_RATIO,
+    finite_median,
+    fmt,
+    model_info,
+    per_iteration,
+    ratio_row,
+    safe_ratio,
+)
 
 METHODS_COMPARED = ("gradfree-adam", "gradient-adam")
 # Wan 2.1's layout (x8 in space, x4 in time, 16 latent channels, temporal downsampling in the last two stages) at
@@ -85,11 +94,11 @@ def video3d(model="tiny", *, device="auto", frames=(1, 9, 17, 33, 65), size: int
         trace = m.trace
         rows.append({"frames": f, "latent_frames": model.latent_frames(f), "method": method, "repeat": rep,
                      "peak_memory_bytes": m.peak_memory_bytes, "seconds": m.seconds,
-                     "per_iter_seconds": _per_iteration(trace.seconds), "per_iter_cpu_seconds": _per_iteration(cpu),
+                     "per_iter_seconds": per_iteration(trace.seconds), "per_iter_cpu_seconds": per_iteration(cpu),
                      "status": m.status,
                      "final_residual": float(np.mean(trace.residual[-1])) if len(trace) else None})
     out = {
-        "setting": {"model": {**_model_info(model), "class": type(model.vae).__name__, "source": source,
+        "setting": {"model": {**model_info(model), "class": type(model.vae).__name__, "source": source,
                               "config": {k: v for k, v in dict(model.vae.config).items() if not k.startswith("_")},
                               "spatial": model.downsample, "temporal": model.temporal_compression},
                     "device": str(device), "frames": list(frames), "size": size, "steps": steps, "repeat": repeat,
@@ -106,7 +115,8 @@ def summarize_video3d(out: dict) -> dict:
     rows, frames = out["runs"], out["setting"]["frames"]
 
     def med(method, f, key):
-        return _median([r[key] for r in rows if r["method"] == method and r["frames"] == f and r[key] is not None])
+        return finite_median([r[key] for r in rows
+                              if r["method"] == method and r["frames"] == f and r[key] is not None])
 
     table = []
     for f in frames:
@@ -115,19 +125,19 @@ def summarize_video3d(out: dict) -> dict:
         free_c, grad_c = med("gradfree-adam", f, "per_iter_cpu_seconds"), med("gradient-adam", f, "per_iter_cpu_seconds")
         table.append({"frames": f, "latent_frames": next(r["latent_frames"] for r in rows if r["frames"] == f),
                       "gradfree_peak_mib": free_mem / MIB, "gradient_peak_mib": grad_mem / MIB,
-                      "memory_ratio": _ratio(free_mem, grad_mem),
+                      "memory_ratio": safe_ratio(free_mem, grad_mem),
                       "gradfree_per_iter_s": free_t, "gradient_per_iter_s": grad_t,
-                      "per_iter_time_ratio": _ratio(free_t, grad_t),
-                      "per_iter_cpu_time_ratio": _ratio(free_c, grad_c)})
+                      "per_iter_time_ratio": safe_ratio(free_t, grad_t),
+                      "per_iter_cpu_time_ratio": safe_ratio(free_c, grad_c)})
     failed = sorted({f"{r['method']} F={r['frames']}" for r in rows if str(r["status"]).startswith("failed")})
     out.update({"table": table, "paper_memory_ratio": PAPER_VIDEO_MEMORY_RATIO, "failed_runs": failed})
     out["ratios"] = [
-        _row("video3d", f"grad-free / grad-based peak memory, F={t['frames']} ({t['latent_frames']} latent)",
-             t["memory_ratio"], "< 1 (paper 0.11)",
-             f"{_fmt(t['gradfree_peak_mib'], 1)} vs {_fmt(t['gradient_peak_mib'], 1)} MiB; per-iteration time ratio "
-             f"{_fmt(t['per_iter_time_ratio'], 3)} ({_fmt(t['gradfree_per_iter_s'], 3)} vs "
-             f"{_fmt(t['gradient_per_iter_s'], 3)} s), CPU time {_fmt(t['per_iter_cpu_time_ratio'], 3)}")
+        ratio_row("video3d", f"grad-free / grad-based peak memory, F={t['frames']} ({t['latent_frames']} latent)",
+                  t["memory_ratio"], "< 1 (paper 0.11)",
+                  f"{fmt(t['gradfree_peak_mib'], 1)} vs {fmt(t['gradient_peak_mib'], 1)} MiB; per-iteration time ratio "
+                  f"{fmt(t['per_iter_time_ratio'], 3)} ({fmt(t['gradfree_per_iter_s'], 3)} vs "
+                  f"{fmt(t['gradient_per_iter_s'], 3)} s), CPU time {fmt(t['per_iter_cpu_time_ratio'], 3)}")
         for t in table]
     if failed:
-        out["ratios"].append(_row("video3d", "runs that failed (non-finite)", math.nan, "none", ", ".join(failed)))
+        out["ratios"].append(ratio_row("video3d", "runs that failed (non-finite)", math.nan, "none", ", ".join(failed)))
     return out
