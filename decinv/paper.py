@@ -6,7 +6,8 @@ as ours where it is defined.
 from __future__ import annotations
 
 # Paper Table S1 (a/b/c) (paper-notes §5.4): per setting, ([(iterations, NMSE dB, runtime s per image; per video for
-# LaVie), ...], peak memory GB). Chapter 6 draws it; decinv.chapters' GPU estimates use its runtimes.
+# LaVie), ...], peak memory GB). The GPU chapter draws it; the book build's GPU estimates (scripts/book_chapters.py)
+# use its runtimes.
 PAPER_S1 = {
     "SD2.1": {
         ("gradient-adam", 32, "0.1 sched"): ([(20, -15.92, 6.11), (30, -17.84, 9.31), (50, -20.69, 15.7), (100, -24.82, 31.7)], 8.83),
@@ -25,6 +26,10 @@ PAPER_S1 = {
         ("gradfree-adam", 16, "0.01 sched"): ([(20, -16.38, 1.89), (50, -17.46, 4.93), (100, -17.76, 9.99), (200, -17.82, 20.04)], 2.62)},
 }
 PAPER_GPU = {"SD2.1": "RTX 3090 Ti 24 GB", "LaVie": "A100 SXM4 80 GB", "InstaFlow": "RTX 3090 24 GB"}
+# Table S1 (a/b/c): the three LDMs the paper inverts, keyed by the decinv profile that stands for each (sd21: SD 2.1;
+# sd15: InstaFlow-0.9B, SD 1.5's VAE; sd14-video: AnimateDiff on SD 1.4, a stand-in for LaVie, see
+# decinv.experiments). The paper's hardware for each is PAPER_GPU.
+PAPER_MODEL = {"sd21": "SD2.1", "sd15": "InstaFlow", "sd14-video": "LaVie"}
 
 # Sec. 3.4 / Fig. 2: the cocoercivity check. Forward step and inertial KM with a fixed rho = 0.001, KM's alpha = 0.9,
 # z_inf := z_300, x-axis min_k over k in [0, 100] of the Eq. 14 ratio, 100 instances per model and algorithm. The
