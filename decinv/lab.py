@@ -47,7 +47,9 @@ class Setting:
     """One inversion setting. ``lr``: Adam's (maximal) learning rate, or the step size rho of the forward step,
     inertial KM and Anderson. ``schedule``: "paper" (gradient-free Adam's warm-up/cosine/constant), "warmup-cosine"
     (gradient-based, [14]) or None (fixed). ``bits``: 32 (float32) or 16 (float16, the paper's 16-bit). ``n``: use
-    only the first n instances (None: all). ``alpha``: KM's inertia; ``memory``: Anderson's m."""
+    only the first n instances (None: all). ``alpha``: KM's inertia; ``memory``: Anderson's m. ``schedule_cap``:
+    gradient-free Adam's schedule horizon is min(steps, schedule_cap) (None: the solver's default, 100; 0: no cap).
+    """
 
     method: str
     steps: int = 100
@@ -57,12 +59,16 @@ class Setting:
     alpha: float | None = None
     memory: int | None = None
     n: int | None = None
+    schedule_cap: int | None = None
 
     def __post_init__(self):
         if self.bits not in DTYPES:
             raise ValueError(f"bits must be 32 or 16, got {self.bits!r}.")
         if self.schedule is not None and self.method not in ("gradfree-adam", "gradient-adam"):
             raise ValueError(f"{self.method} has no learning-rate schedule; leave schedule=None.")
+        if self.schedule_cap is not None and self.schedule != "paper":
+            raise ValueError("schedule_cap is the horizon cap of schedule='paper' (gradient-free Adam); "
+                             f"leave it None for {self.method} with schedule={self.schedule!r}.")
 
     def options(self) -> dict:
         """The keyword options `decinv.invert` takes for this setting."""
@@ -75,6 +81,8 @@ class Setting:
             out["alpha"] = self.alpha
         if self.memory is not None:
             out["memory"] = self.memory
+        if self.schedule_cap is not None:
+            out["schedule_cap"] = self.schedule_cap
         return out
 
     @property
@@ -90,6 +98,8 @@ class Setting:
             sched = {None: "", "paper": " paper schedule", "warmup-cosine": " warm-up + cosine"}[self.schedule]
             fixed = " fixed" if self.method in ("gradfree-adam", "gradient-adam") and self.schedule is None else ""
             parts.append(f"{name} {self.lr:g}{sched}{fixed}")
+        if self.schedule_cap is not None:
+            parts.append(f"horizon cap {self.schedule_cap}" if self.schedule_cap else "no horizon cap")
         if self.alpha is not None:
             parts.append(f"alpha {self.alpha:g}")
         if self.memory is not None:
@@ -169,10 +179,12 @@ class Lab:
     """Runs `Setting`\\ s on one instance set with one model (live), or replays a record of such runs.
 
     Live: ``Lab(model, instances)``; x and z* are `decinv.experiments.Instances`. 16-bit settings run on a float16
-    *copy* of the model (the model passed in is never changed). Replay: ``Lab.replay(path)``."""
+    *copy* of the model (the model passed in is never changed). Replay: ``Lab.replay(path)``. ``pixel_grid``: the
+    k at which D(z_k) is decoded for the pixel error (default `PIXEL_GRID`; ``()`` skips those decoder passes)."""
 
-    def __init__(self, model, instances, *, meta: dict | None = None):
+    def __init__(self, model, instances, *, meta: dict | None = None, pixel_grid=PIXEL_GRID):
         self.model, self.instances = model, instances
+        self.pixel_grid = tuple(pixel_grid)
         self.runs: dict[str, Run] = {}
         self.pictures: dict[str, np.ndarray] = {}
         self.scalars: dict[str, float] = {}
@@ -182,6 +194,11 @@ class Lab:
     @property
     def live(self) -> bool:
         return self.model is not None
+
+    def model_at(self, bits: int):
+        """The model in ``bits`` (32 or 16): the lab's own model, or a copy cast once and kept (never a cast in
+        place, so the 32-bit model's weights are never rounded through float16)."""
+        return self._model(bits)
 
     def _model(self, bits: int):
         if self.model.dtype == DTYPES[bits]:
@@ -210,7 +227,7 @@ class Lab:
         model, inst = self._model(setting.bits), self.instances
         n = setting.n or len(inst.x)
         x, z_true = inst.x[:n], inst.z_true[:n]
-        keep = {k for k in PIXEL_GRID if k <= setting.steps}
+        keep = {k for k in self.pixel_grid if k <= setting.steps}
         iterates, points, values = {}, [], []
 
         def callback(info):
@@ -226,7 +243,7 @@ class Lab:
         iterates[0] = start
         with torch.no_grad():
             pixel = {k: psnr(model.decode(z, check=False).float(), x.float().to(model.device)).cpu().numpy()
-                     for k, z in sorted(iterates.items())}
+                     for k, z in sorted(iterates.items()) if k in self.pixel_grid}
         first = nmse_db(start.float(), z_true.float().to(start.device)).cpu().numpy()[None]
         trace = result.trace
         nmse = np.concatenate([first, trace.nmse_db]) if len(trace) else first
