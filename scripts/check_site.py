@@ -15,31 +15,26 @@ checks that
 
 Prints a summary and exits 1 if anything failed (2 if the browser cannot be started).
 
-Browser: Chromium over the DevTools protocol on a pipe (``--remote-debugging-pipe``), standard library only -- no
-selenium, no chromedriver. Install it with ``scripts/install_browser.sh``. Set ``CHROMIUM=/path/to/chrome`` to
-use another binary.
+Browser: the system Chromium, driven by Playwright (the ``playwright`` Python package, in the ``book`` extra) through
+``chromium.launch(executable_path=...)`` -- Playwright's own browser downloads are not used. Install Chromium with
+``scripts/install_browser.sh``. Set ``CHROMIUM=/path/to/chrome`` to use another binary.
 
 MathJax: the site loads MathJax 3 from its CDN. Without network access, pass ``--mathjax-dir`` (the ``mathjax``
 npm package directory, the one containing ``es5/``); requests for ``.../mathjax@3/es5/...`` are then answered
-from it inside the browser, while the HTML stays untouched. ``scripts/install_browser.sh`` installs such a copy
+from it by a Playwright route, while the HTML stays untouched. ``scripts/install_browser.sh`` installs such a copy
 into ``~/.cache/decinv/mathjax`` (used automatically when present; also ``$DECINV_MATHJAX_DIR``).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import functools
 import http.server
-import json
 import mimetypes
 import os
-import queue
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -48,22 +43,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
+try:
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+except ImportError:  # the helpers below (links, URLs, serving) work without it; main() says how to install it
+    sync_playwright = None
+
+    class PlaywrightError(Exception):
+        pass
+
+# Playwright adds its own headless/automation flags; these are the ones this check needs on top
 CHROMIUM_FLAGS = [
-    "--headless",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
-    "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--disable-extensions",
     "--mute-audio",
     "--hide-scrollbars",
-    "--window-size=1280,900",
-    "--remote-debugging-pipe",
 ]
+VIEWPORT = {"width": 1280, "height": 900}
 MATHJAX_RE = re.compile(r"/mathjax@[^/]+/(es5/.+)$")
 DEFAULT_MATHJAX_DIRS = [
     os.environ.get("DECINV_MATHJAX_DIR", ""),
@@ -127,245 +128,97 @@ PAGE_PROBE = r"""
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Chromium over the DevTools pipe
+# Chromium through Playwright
 
 
-class CDPError(RuntimeError):
+class BrowserError(RuntimeError):
     pass
 
 
-def _high_fd(fd: int, minimum: int = 10) -> int:
-    """Duplicate ``fd`` to a number >= ``minimum`` and close the original."""
-    import fcntl
-
-    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, minimum)
-    os.close(fd)
-    return new
+def _content_type(path: Path) -> str:
+    if path.suffix == ".js":
+        return "application/javascript"
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
 class Browser:
-    """Minimal Chrome DevTools Protocol client over ``--remote-debugging-pipe`` (fd 3 in, fd 4 out)."""
+    """The system Chromium, started and driven by Playwright (``chromium.launch(executable_path=...)``): one fresh
+    tab per checked page, MathJax CDN requests answered from a local copy when one is given."""
 
     def __init__(self, binary: str, mathjax_dir: Path | None = None, verbose: bool = False):
+        if sync_playwright is None:
+            raise BrowserError("the Python package playwright is not installed: pip install -e '.[book]' "
+                               "(only the package: the system Chromium is used, no browser download)")
         self.mathjax_dir = mathjax_dir
-        self.verbose = verbose
-        self.profile = tempfile.mkdtemp(prefix="decinv-chromium-")
-        to_browser_r, self._to_browser_w = os.pipe()
-        self._from_browser_r, from_browser_w = os.pipe()
-        # move the child's ends above 9 so that the fd 3/4 redirections below cannot clobber them
-        to_browser_r, from_browser_w = (_high_fd(to_browser_r), _high_fd(from_browser_w))
-        # bash maps our pipe ends onto fds 3/4 (what --remote-debugging-pipe expects), then execs the browser
-        # (bash, not sh: dash cannot redirect file descriptors above 9)
-        script = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w} {to_browser_r}<&- {from_browser_w}>&-'
-        self.log_path = Path(self.profile) / "chromium-stderr.log"
-        self._log = None if verbose else open(self.log_path, "wb")  # a file, not a pipe: it can never fill up
-        self.proc = subprocess.Popen(
-            ["bash", "-c", script, binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            pass_fds=(to_browser_r, from_browser_w),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-        )
-        os.close(to_browser_r)
-        os.close(from_browser_w)
-        self._next_id = 0
-        self._lock = threading.Lock()
-        self._pending: dict[int, queue.Queue] = {}
-        self._events: dict[str | None, queue.Queue] = {}
-        self._nav: dict[str, dict] = {}
-        self._closed = threading.Event()
-        self._reader = threading.Thread(target=self._read_loop, daemon=True)
-        self._reader.start()
+        if verbose:  # Playwright then prints the browser's own log lines to stderr
+            os.environ["DEBUG"] = (os.environ.get("DEBUG", "") + ",pw:browser").lstrip(",")
+        self._playwright = sync_playwright().start()
         try:
-            self.version = self.call("Browser.getVersion", timeout=60)["product"]
-        except (CDPError, OSError) as exc:
-            tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-            self.close()
-            raise CDPError(f"{exc}\n{tail}".strip()) from None
+            self._browser = self._playwright.chromium.launch(executable_path=binary, headless=True,
+                                                              args=CHROMIUM_FLAGS, timeout=60_000)
+            self._context = self._browser.new_context(viewport=VIEWPORT)
+            if mathjax_dir:
+                self._context.route(re.compile(r"/mathjax@"), self._serve_mathjax)
+        except PlaywrightError as exc:
+            self._playwright.stop()
+            raise BrowserError(str(exc)) from None
+        self.version = f"Chromium {self._browser.version}"
 
-    # transport
-    def _send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
-        if self._closed.is_set():
-            raise CDPError(f"{method}: the browser has exited (code {self.proc.poll()})")
-        with self._lock:
-            self._next_id += 1
-            msg_id = self._next_id
-            self._pending[msg_id] = queue.Queue(maxsize=1)
-            msg = {"id": msg_id, "method": method, "params": params or {}}
-            if session:
-                msg["sessionId"] = session
-            data = memoryview(json.dumps(msg).encode() + b"\0")
-            while data:  # large messages (MathJax fonts) may need several writes
-                data = data[os.write(self._to_browser_w, data):]
-        return msg_id
-
-    def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30):
-        msg_id = self._send(method, params, session)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    reply = self._pending[msg_id].get(timeout=0.2)
-                    break
-                except queue.Empty:
-                    if self._closed.is_set():
-                        raise CDPError(f"{method}: the browser exited (code {self.proc.poll()})") from None
-                    if time.monotonic() > deadline:
-                        raise CDPError(f"{method}: no reply within {timeout} s") from None
-        finally:
-            self._pending.pop(msg_id, None)
-        if "error" in reply:
-            raise CDPError(f"{method}: {reply['error'].get('message')}")
-        return reply.get("result", {})
-
-    def events(self, session: str | None) -> queue.Queue:
-        return self._events.setdefault(session, queue.Queue())
-
-    def _read_loop(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(self._from_browser_r, 1 << 16)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-            while b"\0" in buf:
-                raw, buf = buf.split(b"\0", 1)
-                try:
-                    msg = json.loads(raw)
-                except ValueError:
-                    continue
-                if "id" in msg:
-                    q = self._pending.get(msg["id"])
-                    if q is not None:
-                        q.put(msg)
-                elif msg.get("method") == "Fetch.requestPaused":
-                    self._serve_mathjax(msg["params"], msg.get("sessionId"))
-                else:
-                    self.events(msg.get("sessionId")).put(msg)
-        self._closed.set()
-
-    def _serve_mathjax(self, params: dict, session: str | None) -> None:
-        """Answer a paused MathJax CDN request from the local copy (called on the reader thread: no waiting)."""
-        url = params["request"]["url"]
-        m = MATHJAX_RE.search(urlsplit(url).path)
+    def _serve_mathjax(self, route) -> None:
+        """Answer a MathJax CDN request from the local copy; anything else under that pattern goes out as asked."""
+        m = MATHJAX_RE.search(urlsplit(route.request.url).path)
         path = (self.mathjax_dir / m.group(1)) if (m and self.mathjax_dir) else None
         if path is not None and path.is_file():
-            ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            if path.suffix == ".js":
-                ctype = "application/javascript"
-            self._send("Fetch.fulfillRequest", {
-                "requestId": params["requestId"], "responseCode": 200,
-                "responseHeaders": [{"name": "Content-Type", "value": ctype},
-                                    {"name": "Access-Control-Allow-Origin", "value": "*"}],
-                "body": base64.b64encode(path.read_bytes()).decode(),
-            }, session)
+            route.fulfill(status=200, body=path.read_bytes(),
+                          headers={"Content-Type": _content_type(path), "Access-Control-Allow-Origin": "*"})
         else:
-            self._send("Fetch.continueRequest", {"requestId": params["requestId"]}, session)
+            route.continue_()
 
-    # pages
-    def new_page(self) -> str:
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for method in ("Page.enable", "Network.enable", "Runtime.enable"):
-            self.call(method, session=session)
-        if self.mathjax_dir:
-            self.call("Fetch.enable", {"patterns": [{"urlPattern": "*mathjax@*", "requestStage": "Request"}]},
-                      session=session)
-        return session
+    def new_page(self):
+        """A fresh tab whose network failures and uncaught JavaScript errors are recorded in ``page.record``."""
+        page = self._context.new_page()
+        page.record = record = {"failed": [], "js_errors": []}
 
-    def load(self, session: str, url: str, timeout: float) -> dict:
-        """Navigate and wait for the load event; returns document status and failed/JS-error records."""
-        q = self.events(session)
-        while not q.empty():
-            q.get_nowait()
-        reply = self.call("Page.navigate", {"url": url}, session=session, timeout=timeout)
-        info = {"status": None, "failed": [], "js_errors": [], "nav_error": reply.get("errorText")}
-        if info["nav_error"]:
-            return info
-        # only network events of this navigation count (late events of the previous page are dropped)
-        self._nav[session] = {"loader": reply.get("loaderId"), "frame": reply.get("frameId"), "requests": {}}
-        deadline = time.monotonic() + timeout
-        loaded = False
-        while time.monotonic() < deadline:
-            try:
-                ev = q.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if ev.get("method") == "Page.loadEventFired":
-                loaded = True
-                break
-            self._record(session, ev, info)
-        if not loaded:
-            info["nav_error"] = f"no load event within {timeout} s"
-        return info
+        def response(resp) -> None:
+            if resp.status >= 400:
+                record["failed"].append((resp.url, f"HTTP {resp.status}"))
 
-    def _record(self, session: str, ev: dict, info: dict) -> None:
-        nav = self._nav.get(session, {})
-        method, p = ev.get("method"), ev.get("params", {})
-        if method == "Network.requestWillBeSent":
-            if p.get("loaderId") == nav.get("loader"):
-                nav["requests"][p["requestId"]] = p["request"]["url"]
-        elif method == "Network.responseReceived":
-            if p["requestId"] not in nav.get("requests", {}):
-                return
-            resp = p["response"]
-            if p.get("type") == "Document" and p.get("frameId") == nav.get("frame") and info.get("status") is None:
-                info["status"] = resp.get("status")
-            if resp.get("status", 200) >= 400:
-                info["failed"].append((resp["url"], f"HTTP {resp['status']}"))
-        elif method == "Network.loadingFailed":
-            url = nav.get("requests", {}).get(p["requestId"])
-            if url is not None and not p.get("canceled"):
-                info["failed"].append((url, p.get("errorText", "failed")))
-        elif method == "Runtime.exceptionThrown":
-            d = p.get("exceptionDetails", {})
-            info["js_errors"].append((d.get("exception", {}) or {}).get("description") or d.get("text"))
+        def failed(request) -> None:
+            why = request.failure or "failed"
+            if "ERR_ABORTED" not in why:  # cancelled by the browser (e.g. navigation), not a failure of the site
+                record["failed"].append((request.url, why))
 
-    def evaluate(self, session: str, expression: str, timeout: float):
-        res = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                             "returnByValue": True}, session=session, timeout=timeout)
-        if "exceptionDetails" in res:
-            raise CDPError(f"page script failed: {res['exceptionDetails'].get('text')}")
-        return res["result"].get("value")
+        page.on("response", response)
+        page.on("requestfailed", failed)
+        page.on("pageerror", lambda exc: record["js_errors"].append(getattr(exc, "stack", None) or str(exc)))
+        return page
 
-    def screenshot(self, session: str, path: Path, max_height: int = 6000) -> None:
+    def load(self, page, url: str, timeout: float) -> dict:
+        """Navigate and wait for the load event; returns the document's HTTP status and a navigation error."""
+        try:
+            response = page.goto(url, wait_until="load", timeout=timeout * 1000)
+        except PlaywrightError as exc:
+            return {"status": None, "nav_error": str(exc).splitlines()[0]}
+        return {"status": response.status if response is not None else None, "nav_error": None}
+
+    def evaluate(self, page, expression: str):
+        try:
+            return page.evaluate(expression)
+        except PlaywrightError as exc:
+            raise BrowserError(f"page script failed: {str(exc).splitlines()[0]}") from None
+
+    def screenshot(self, page, path: Path, max_height: int = 6000) -> None:
         """Save a full-page PNG (height capped at ``max_height`` CSS pixels)."""
-        size = self.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
-        data = self.call("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True},
-                         session=session, timeout=60)["data"]
+        width, height = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data))
-
-    def drain(self, session: str) -> dict:
-        """Failures and JS errors that arrived after the load event (e.g. MathJax fonts, lazy images)."""
-        info = {"status": 200, "failed": [], "js_errors": []}
-        q = self.events(session)
-        while True:
-            try:
-                self._record(session, q.get_nowait(), info)
-            except queue.Empty:
-                break
-        return info
+        page.screenshot(path=str(path), full_page=True, timeout=60_000,
+                        clip={"x": 0, "y": 0, "width": width, "height": min(height, max_height)})
 
     def close(self) -> None:
         try:
-            self._send("Browser.close")
-            self.proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001
-            self.proc.kill()
-            self.proc.wait()
+            self._browser.close()
         finally:
-            try:
-                os.close(self._to_browser_w)
-            except OSError:
-                pass
-            if self._log is not None:
-                self._log.close()
-            shutil.rmtree(self.profile, ignore_errors=True)
+            self._playwright.stop()
 
 
 def find_chromium() -> str | None:
@@ -470,26 +323,24 @@ def check_links(reports: dict[str, PageReport], links: dict[str, list[str]], ids
     return len(checked)
 
 
-def check_page(browser: Browser, session: str, base: str, url: str, rel: str, timeout: float,
+def check_page(browser: Browser, page, base: str, url: str, rel: str, timeout: float,
                report: PageReport) -> dict | None:
-    info = browser.load(session, url, timeout)
+    info = browser.load(page, url, timeout)
     if info["nav_error"]:
         report.problems.append(f"page did not load: {info['nav_error']}")
         return None
     if info["status"] != 200:
         report.problems.append(f"page HTTP status {info['status']}")
-    probe = browser.evaluate(session, PAGE_PROBE % {"img_ms": int(timeout * 1000), "mj_ms": int(timeout * 1000)},
-                             timeout=3 * timeout + 5)
-    late = browser.drain(session)
+    probe = browser.evaluate(page, PAGE_PROBE % {"img_ms": int(timeout * 1000), "mj_ms": int(timeout * 1000)})
     host = urlsplit(base).netloc
-    for failed_url, why in info["failed"] + late["failed"]:
+    for failed_url, why in page.record["failed"]:
         if urlsplit(failed_url).path == "/favicon.ico":  # requested by the browser itself, not by the page
             continue
         if urlsplit(failed_url).netloc == host:
             report.problems.append(f"resource failed: {failed_url} ({why})")
         else:
             report.warnings.append(f"external resource failed: {failed_url} ({why})")
-    for err in info["js_errors"] + late["js_errors"]:
+    for err in page.record["js_errors"]:
         report.warnings.append(f"JavaScript error: {str(err).splitlines()[0][:160]}")
     report.images = len(probe["images"])
     for img in probe["images"]:
@@ -554,25 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checking {root} at {base} with {browser.version}"
           + (f" (MathJax from {mathjax_dir})" if mathjax_dir else " (MathJax from its CDN)"))
     try:
-        session = browser.new_page()
-        for page in html_pages(root):
-            rel = page.relative_to(root).as_posix()
+        for page_file in html_pages(root):
+            rel = page_file.relative_to(root).as_posix()
             report = reports[rel] = PageReport(rel)
-            refresh = REFRESH_RE.search(page.read_text(errors="replace")[:4000])
+            refresh = REFRESH_RE.search(page_file.read_text(errors="replace")[:4000])
             if refresh:  # redirect stub (e.g. index.html): only its target has to exist
-                links[rel] = [urljoin(page_url(base, root, page), refresh.group(1))]
+                links[rel] = [urljoin(page_url(base, root, page_file), refresh.group(1))]
                 continue
+            page = browser.new_page()
             try:
-                probe = check_page(browser, session, base, page_url(base, root, page), rel, args.timeout, report)
-            except CDPError as exc:
-                report.problems.append(f"browser error: {exc}")
-                session = browser.new_page()
+                probe = check_page(browser, page, base, page_url(base, root, page_file), rel, args.timeout, report)
+                if probe is not None and args.screenshots:
+                    browser.screenshot(page, args.screenshots / (rel.replace("/", "__") + ".png"))
+            except (BrowserError, PlaywrightError) as exc:
+                report.problems.append(f"browser error: {str(exc).splitlines()[0]}")
                 continue
-            if probe is not None and args.screenshots:
-                browser.screenshot(session, args.screenshots / (rel.replace("/", "__") + ".png"))
+            finally:
+                page.close()
             if probe is not None:
                 links[rel] = probe["links"]
-                ids[normalise(page_url(base, root, page))] = set(probe["ids"])
+                ids[normalise(page_url(base, root, page_file))] = set(probe["ids"])
             if args.verbose:
                 print(f"  {rel}: {report.images} img, {report.math} math, {report.links} links, "
                       f"{len(report.problems)} problem(s)")

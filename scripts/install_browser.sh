@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the headless browser that scripts/check_site.py drives.
 #
-# check_site.py talks to Chromium over the DevTools protocol on a pipe
-# (--remote-debugging-pipe), so only the Debian `chromium` package is needed:
-# no chromedriver, no selenium, no pip packages. Idempotent; safe to re-run.
+# check_site.py drives this system Chromium with Playwright (the `playwright`
+# pip package, in the `book` extra) through chromium.launch(executable_path=...),
+# so only the Debian `chromium` package is needed here: no chromedriver and no
+# `playwright install` browser download. Idempotent; safe to re-run.
 #
 # It also puts a local copy of MathJax 3 (npm package `mathjax`, if npm is
 # available) into ~/.cache/decinv/mathjax, which check_site.py uses instead of
