@@ -54,7 +54,7 @@ def main() -> None:
                           "value": mib["gradfree-adam"] / mib["gradient-adam"], "target": "< 1",
                           "note": f"{mib['gradfree-adam']:.1f} vs {mib['gradient-adam']:.1f} MiB"})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(bench._jsonable(doc), indent=1) + "\n")
+    args.out.write_text(json.dumps(bench.jsonable(doc), indent=1) + "\n")
     print(bench.format_table(doc))
 
 

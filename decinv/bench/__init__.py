@@ -62,7 +62,6 @@ SUITES = {"overhead": overhead.overhead, "tradeoff": tradeoff.tradeoff, "video":
 SUITE_NAMES = tuple(SUITES)
 # Not in "all": the jobs suite starts CPU processes of its own and takes minutes (run it with --suite jobs).
 OPT_IN = ("jobs",)
-_jsonable = jsonable  # the name scripts/bench_random_vae.py uses (kept until it calls bench.jsonable)
 
 __all__ = ["CPU_HALF_NOTE", "DTYPES", "MIB", "OPT_IN", "PAPER_VIDEO_MEMORY_RATIO", "SCHEMA", "SUITES", "SUITE_NAMES",
            "add_parser", "environment", "format_table", "git_info", "jsonable", "main", "native_size", "run_cli",
