@@ -8,7 +8,7 @@
     python scripts/build_book.py --no-execute          # only rebuild the site from book/chapters/*.ipynb
 
 ``--profile NAME`` (``make book PROFILE=NAME DEVICE=cuda``) is the one switch for a run on another model: it executes
-every selected chapter that declares a ``profile`` parameter and can run NAME (`decinv.chapters.CHAPTERS`) with
+every selected chapter that declares a ``profile`` parameter and can run NAME (`scripts/book_chapters.py`, CHAPTERS) with
 ``-p profile NAME -p device DEVICE``, and skips each other chapter with the reason printed (its page from an earlier
 run is kept; the site build then fails if a chapter was never executed, so run ``make book`` once first).
 ``--source`` / ``--generation`` go only to the chapters that declare those parameters (a tiny random pipeline folder
@@ -45,6 +45,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # book_chapters.py, the run matrix, sits beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = "notebooks"
@@ -420,7 +423,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def profile_plan(sources: list[Path], profile: str, root: Path) -> tuple[list[Path], list[tuple[str, str]], dict]:
     """(the sources to execute with ``profile``, [(skipped name, reason)], {name: declared parameter names})."""
-    from decinv.chapters import CHAPTERS, can_run, notebook_defaults
+    from book_chapters import CHAPTERS, can_run, notebook_defaults
 
     run, skipped, declared = [], [], {}
     for src in sources:
@@ -449,7 +452,7 @@ def profile_args(name: str, declared: set, profile: str, device: str, source, ge
 
 def print_estimates(names: list[str], profile: str) -> None:
     """The estimated GPU inversion time of each chapter (from the paper's Table S1 timings), where one exists."""
-    from decinv.chapters import PAPER_MODEL, estimate, format_minutes
+    from book_chapters import PAPER_MODEL, estimate, format_minutes
 
     if profile not in PAPER_MODEL:
         return

@@ -215,3 +215,44 @@ def test_parameters_note_quotes_injected_values_below_the_hidden_cell():
     assert '`profile = "sd21"`' in note["source"] and "`smoke = True`" in note["source"]
     assert nb["cells"][3]["source"] == "run()"
     assert not bb.add_parameters_note({"cells": [{"cell_type": "code", "metadata": {}, "source": "x"}]})
+
+
+# ---------------------------------------------------------------------------------------------- book_chapters
+
+
+bc = load_script("book_chapters")
+
+
+def test_parameters_cell_reads_names_defaults_and_comments(tmp_path):
+    md = tmp_path / "x.md"
+    md.write_text("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+                  "    format_version: 0.13\nkernelspec:\n  name: python3\n  display_name: Python 3\n"
+                  "  language: python\n---\n\n# T\n\n```{code-cell} ipython3\n:tags: [parameters]\n\nn = 4  # images, the paper: 100\n"
+                  "grid = [20, 50]\nflag = True  #  spaced\n```\n\n```{code-cell} ipython3\nm = 1  # not a parameter\n```\n")
+    assert bc.parameters_cell(md) == [("n", "4", "images, the paper: 100"), ("grid", "[20, 50]", ""),
+                                      ("flag", "True", "spaced")]
+    empty = tmp_path / "y.md"
+    empty.write_text(md.read_text().replace(":tags: [parameters]\n", ""))
+    assert bc.parameters_cell(empty) == []
+
+
+def test_parameters_cell_of_every_chapter_agrees_with_notebook_defaults():
+    import ast
+
+    for name in ("01_motivation", "06_gpu", "model_card"):
+        cell = {n: ast.literal_eval(v) for n, v, _ in bc.parameters_cell(ROOT / "notebooks" / f"{name}.md")}
+        assert cell == bc.notebook_defaults(name), name
+
+
+def test_hub_needs_and_command_block_name_what_a_profile_loads():
+    needs = bc.hub_needs("sd14-video")
+    assert {sub for _, sub, _ in needs if sub} == set(bc.HUB_FILES) and needs[-1][1:] == (None, "motion adapter")
+    assert all(sub is not None for _, sub, _ in bc.hub_needs("sd21"))  # no adapter
+    block = bc.command_block("sd14-video", "# role", ["01_motivation", "05_watermark"], ["01_motivation"])
+    lines = block.splitlines()
+    assert lines[0] == "# # role" and "make book PROFILE=sd14-video DEVICE=cuda" in block
+    assert any(line.startswith(f"hf download {needs[0][0]} --include ") for line in lines)
+    assert f"hf download {needs[-1][0]}      # once" in block  # the adapter: the whole repository
+    assert "--only 01 -p profile sd14-video" in block
+    skipped = [line for line in lines if line.startswith("# skipped:")]
+    assert len(skipped) == 1 and "05_watermark" in skipped[0] and "video" in skipped[0]

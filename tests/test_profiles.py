@@ -1,6 +1,6 @@
 """Every profile with a generation protocol, end to end through `load_profile` + `make_instances` on tiny *random*
 pipelines saved like the hub repos (tests/tiny_pipelines.py): the same code path as the real models, offline.
-Also the chapter/profile table and the GPU time estimates of `decinv.chapters`."""
+Also the chapter/profile table and the GPU time estimates of `scripts/book_chapters.py`."""
 
 import math
 import shutil
@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("transformers", reason="the generating pipelines need transformers (pip install -e .[test])")
 
 import decinv  # noqa: E402
-from decinv import chapters  # noqa: E402
+from scripts import book_chapters as chapters  # noqa: E402
 from decinv.experiments import PROFILES, Instances, load_profile, make_instances  # noqa: E402
 from decinv.models import ModelNotAvailableError  # noqa: E402
 from decinv.pipelines import PROTOCOLS, TextToVideo, paper_scheduler, pil_to_tensor  # noqa: E402

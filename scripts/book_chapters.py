@@ -1,5 +1,9 @@
 """Which book chapters run which profile, and how long a chapter should take on a GPU (estimated, not measured).
 
+Book-build logic, not library code: `scripts/build_book.py` uses it to skip chapters and print estimates, and the GPU
+chapter (notebooks/06_gpu.md) imports it as ``from scripts import book_chapters`` (the book runs with the repository
+root on PYTHONPATH).
+
 One switch per run: every chapter with a ``profile`` parameter runs the paper's protocol for that profile
 (`decinv.experiments.load_profile` / `make_instances`). `CHAPTERS` says which profiles a chapter can run and, for the
 others, why not; ``scripts/build_book.py --profile`` (``make book PROFILE=... DEVICE=...``) skips those with the reason.
@@ -26,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decinv.paper import PAPER_GPU, PAPER_S1  # noqa: F401  (re-exported: chapters and the build use them here)
-PAPER_MODEL = {"sd21": "SD2.1", "sd15": "InstaFlow", "sd14-video": "LaVie"}  # profile -> the paper's LDM it stands for
+from decinv.paper import PAPER_GPU, PAPER_MODEL, PAPER_S1  # noqa: F401  (re-exported: chapters and the build use them)
 
 TINY = ("tiny", "tiny-v1", "tiny-v2")
 HUB = ("sd21", "sd15", "sd14-video")
@@ -240,3 +243,65 @@ def format_minutes(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------------------------------------- GPU commands
+
+
+def parameters_cell(path: Path) -> list[tuple[str, str, str]]:
+    """(name, default as written, trailing comment) for each assignment of a MyST notebook's parameters cell, in
+    order; [] when it has none. ``x = 4  # images`` gives ``("x", "4", "images")``."""
+    import jupytext
+
+    nb = jupytext.read(path)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        return []
+    source = cells[0].source
+    lines = source.splitlines()
+    out = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            rest = lines[node.end_lineno - 1][node.end_col_offset:]
+            comment = rest.split("#", 1)[1].strip() if "#" in rest else ""
+            out.append((node.targets[0].id, ast.get_source_segment(source, node.value), comment))
+    return out
+
+
+HUB_FILES = {"unet": "unet/config.json", "vae": "vae/config.json", "text_encoder": "text_encoder/config.json",
+             "tokenizer": "tokenizer/tokenizer_config.json"}  # subfolder -> the file that says it is cached
+
+
+def hub_needs(profile: str) -> list[tuple[str, str | None, str]]:
+    """[(hub repository, subfolder or None for the whole repository, what for)] that ``profile`` loads."""
+    from decinv.experiments import PROFILES
+    from decinv.pipelines import PROTOCOLS
+
+    protocol = PROTOCOLS[PROFILES[profile].protocol]
+    out = [(protocol.repo, sub, "pipeline") for sub in HUB_FILES]
+    if protocol.adapter:
+        out.append((protocol.adapter, None, "motion adapter"))
+    return out
+
+
+def command_block(profile: str, role: str, present: list[str], runs: list[str]) -> str:
+    """The shell lines that fetch ``profile``'s weights and build the book with it on a GPU (``runs``: the chapters
+    that run it), then one comment per chapter of ``present`` that does not (with the reason)."""
+    lines = [f"# {role}"]
+    repos: dict = {}
+    for repo, sub, _ in hub_needs(profile):
+        repos.setdefault(repo, []).append(sub)
+    for repo, subs in repos.items():
+        include = " --include " + " ".join(f'"{s}/*"' for s in subs) if all(subs) else ""
+        lines.append(f"hf download {repo}{include}      # once, with network access")
+    lines += ["pip install datasets   # the paper's prompts (Gustavosta/Stable-Diffusion-Prompts, cached once),",
+              "                       # or instead: export DECINV_PROMPTS=my_prompts.txt (one prompt per line)", "",
+              f"make book PROFILE={profile} DEVICE=cuda      # every chapter that runs {profile}, then the site"]
+    if runs:
+        only = " ".join(c.split("_")[0] for c in runs)
+        lines.append(f"# or chapter by chapter: python scripts/build_book.py --only {only} "
+                     f"-p profile {profile} -p device cuda --no-build")
+    for c in present:
+        if c not in runs:
+            lines.append(f"# skipped: {can_run(c, profile)[1] if c in CHAPTERS else c + ' takes no profile'}")
+    return "\n".join(lines)
