@@ -158,3 +158,72 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return float(centre - half), float(centre + half)
+
+
+def exact_inversion(size: int, radius: int = 6, *, centred_on_dc: bool = False, key_scale: float = 1.0,
+                    n: int = 100, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Classify watermarked noises *themselves* (a perfect inversion; no network): (confusion matrix (3, 3),
+    mean distances (3, 3), row = key written, column = key compared).
+
+    ``n`` unit noises (1, size, size) per key, drawn from ``torch.Generator().manual_seed(seed)``, get key
+    ``labels[j]`` = j mod 3 (`make_keys` times ``key_scale``) by `inject`, then `distances` and the nearest key."""
+    keys, mask = make_keys(size, radius, centred_on_dc=centred_on_dc)
+    keys = keys * key_scale
+    z = torch.randn(3 * n, 1, size, size, generator=torch.Generator().manual_seed(seed))
+    labels = torch.arange(3).repeat(n)
+    d = distances(inject(z, keys[labels], mask), keys, mask)
+    mean_d = torch.stack([d[labels == w].mean(0) for w in range(3)]).numpy()
+    return confusion_matrix(labels, d.argmin(1)), mean_d
+
+
+def show_injection(noise: torch.Tensor, discs: dict, vmax: float, channel: int = 0):
+    """Figure: one noise (1, C, s, s) with key 1 injected, per disc (row): the key as written, |F| after the
+    injection, and |F − key 1|, |F − key 2| over the disc, with DC marked "+". ``discs``: {name: (keys, mask)}.
+    Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    size = noise.shape[-1]
+    fig, axes = plt.subplots(len(discs), 4, figsize=(12, 3.2 * len(discs)), squeeze=False)
+    for row, (name, (keys, mask)) in enumerate(discs.items()):
+        injected = inject(noise, keys[0], mask, channel)
+        F = _spectrum(injected, channel)[0]
+        d = distances(injected, keys, mask, channel)[0]
+        panels = [(keys[0].real.double(), "watermark 1 as written"), (F.abs(), "|F| of the noise after injection"),
+                  ((F - keys[0]).abs(), f"|F − key 1|: mean {d[0]:.1f}"),
+                  ((F - keys[1]).abs(), f"|F − key 2|: mean {d[1]:.1f}")]
+        for col, (values, title) in enumerate(panels):
+            ax = axes[row, col]
+            im = ax.imshow(np.where(mask.numpy(), values.double().numpy(), np.nan), cmap="magma", vmin=0, vmax=vmax)
+            ax.plot(size // 2, size // 2, "+", color="white", ms=12, mew=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            ax.set_title(title, fontsize=10)
+            if col == 0:
+                ax.set_ylabel(f"{name} disc", fontsize=11)
+    fig.colorbar(im, ax=axes, shrink=0.7, label="coefficient magnitude (disc only)")
+    return fig
+
+
+def show_confusions(matrices: dict, vmax: float, names: dict | None = None):
+    """Figure in the layout of the paper's Fig. S1: one row per entry of ``matrices`` ({row: {method: (3, 3)
+    counts}}), one heat map per method, counts in the cells (rows = actual watermark, columns = predicted).
+    ``names`` shortens method names in the titles. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    ncols = max(len(m) for m in matrices.values())
+    fig, axes = plt.subplots(len(matrices), ncols, figsize=(3.0 * ncols, 3.2 * len(matrices)), squeeze=False)
+    for i, (row, mats) in enumerate(matrices.items()):
+        for j, (method, cm) in enumerate(mats.items()):
+            cm, ax = np.asarray(cm), axes[i, j]
+            ax.imshow(cm, cmap="Blues", vmin=0, vmax=vmax)
+            for (a, b), v in np.ndenumerate(cm):
+                ax.text(b, a, str(v), ha="center", va="center", fontsize=11,
+                        color="white" if v > 0.6 * vmax else "black")
+            ax.set_xticks(range(3), [1, 2, 3])
+            ax.set_yticks(range(3), [1, 2, 3])
+            ax.grid(False)
+            ax.set_title(f"{row}: {(names or {}).get(method, method)}\n{np.trace(cm)}/{cm.sum()}", fontsize=10)
+            ax.set_xlabel("predicted watermark")
+            ax.set_ylabel("actual watermark")
+    return fig

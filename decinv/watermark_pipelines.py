@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from decinv import watermark as wm
 from decinv.measure import measure
 from decinv.metrics import nmse_db, psnr
-from decinv.pipelines import guided_output
+from decinv.pipelines import guided_output, load_prompts
 from decinv.solvers import invert
 from decinv.validation import UnsupportedConfigError
 
@@ -316,6 +316,10 @@ class GuidedLDM:
         return self.pipeline.protocol.name
 
     @property
+    def unet(self):
+        return self.pipeline.pipe.unet
+
+    @property
     def latent_shape(self) -> tuple[int, int, int]:
         return latent_shape(self.pipeline)
 
@@ -449,7 +453,7 @@ iterations (neither method's memory grows with the iteration count): the paper i
 def run_watermark(pipeline, prompts, *, seed: int = 0, methods=PAPER_METHODS, dinv_steps: int = DINV_STEPS,
                   radius: int = 6, channel: int = 0, centred_on_dc: bool = False, key_scale: float | None = None,
                   guidance_scale: float | None = None, steps: int | None = None,
-                  iterations: int = EULER_ITERATIONS, oracles: bool = True, batch: int = 1,
+                  iterations: int = EULER_ITERATIONS, oracles: bool = True, batch: int | None = None,
                   progress: bool = True) -> WatermarkRun:
     """The paper's Table 2 experiment: N prompts × 3 keys, each image inverted by every decoder-inversion method.
 
@@ -464,18 +468,20 @@ def run_watermark(pipeline, prompts, *, seed: int = 0, methods=PAPER_METHODS, di
     of the outer block). ``oracles``: also classify the true z_T and the diffusion inversion of the true z_0 (no
     cost recorded).
 
-    ``batch``: images generated and inverted together (1: one at a time, as the paper measured; the tiny LDM runs
-    all 3N at once on a CPU). The time per image is then the batch's time / its size, and the peak memory is
+    ``batch``: images generated and inverted together (None: one at a time on a real pipeline, as the paper
+    measured; all 3N at once on the tiny LDM, as a CPU runs it best). The time per image is then the batch's time / its size, and the peak memory is
     measured apart on the batch's first image with at most `MEMORY_PROBE_ITERATIONS` iterations.
 
-    ``prompts``: a list of N prompt strings (e.g. `decinv.pipelines.load_prompts(N)`), or for the unconditional
-    tiny LDM the number N; ``steps``: sampler and inversion steps (None: the protocol's, 50 / 1; tiny 50);
+    ``prompts``: a list of N prompt strings, or the number N: the paper's first N prompts
+    (`decinv.pipelines.load_prompts`) on a real pipeline, N unconditional "prompts" (seeds) on the tiny LDM; ``steps``: sampler and inversion steps (None: the protocol's, 50 / 1; tiny 50);
     ``guidance_scale`` None: `WATERMARK_GUIDANCE`. Returns a `WatermarkRun`; ``run.confusion_matrix(label)`` sums
     to 3N."""
     ldm = watermark_ldm(pipeline, guidance_scale=guidance_scale, steps=steps, iterations=iterations)
-    if isinstance(prompts, int) and not isinstance(prompts, bool) and not isinstance(ldm, GuidedLDM):
-        prompts = [""] * prompts  # unconditional: prompt i is only the seed seed + i
+    if isinstance(prompts, int) and not isinstance(prompts, bool):
+        prompts = load_prompts(prompts) if isinstance(ldm, GuidedLDM) else [""] * prompts  # tiny: only seeds
     prompts = _prompts(prompts)
+    if batch is None:
+        batch = 1 if isinstance(ldm, GuidedLDM) else 3 * len(prompts)
     for name, value in (("dinv_steps", dinv_steps), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
@@ -536,6 +542,17 @@ def run_watermark(pipeline, prompts, *, seed: int = 0, methods=PAPER_METHODS, di
                             for label, v in values.items() if len(v)})
     run.z_T, run.z0 = z_T_all, torch.cat(generated)
     return run
+
+
+def read_back(ldm, z0: torch.Tensor, prompts, keys: torch.Tensor, mask: torch.Tensor, channel: int = 0,
+              batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted keys (B,), ẑ_T (B, C, h, w) float32 CPU): diffusion inversion of ``z0`` (B, C, h, w) with one
+    prompt per latent by a `watermark_ldm`, in chunks of ``batch`` (None: all at once), then the nearest key."""
+    batch = len(z0) if batch is None else batch
+    z_T_hat = torch.cat([ldm.invert_diffusion(z0[i:i + batch].to(ldm.vae.device, ldm.vae.dtype),
+                                              list(prompts[i:i + batch])).float().cpu()
+                         for i in range(0, len(z0), batch)])
+    return wm.classify(z_T_hat, keys.cpu(), mask, channel), z_T_hat
 
 
 def _record(per_image, label, z_T_hat, keys, mask, channel, z0, z_T, z0_hat):

@@ -153,3 +153,27 @@ def test_wilson_interval_brackets_the_proportion_and_stays_in_the_unit_interval(
     assert wm.wilson_interval(0, 6)[0] == pytest.approx(0.0) and wm.wilson_interval(0, 6)[1] > 0
     with pytest.raises(ValueError):
         wm.wilson_interval(7, 6)
+
+
+def test_exact_inversion_is_perfect_on_the_dc_centred_disc_and_capped_on_the_official_one():
+    from decinv import watermark as wm
+
+    cm, mean_d = wm.exact_inversion(16, 6, centred_on_dc=True, key_scale=0.25, n=10)
+    assert np.array_equal(cm, np.diag([10, 10, 10])) and mean_d.shape == (3, 3)
+    assert (np.diag(mean_d) < 1e-3).all()  # the key survives injection exactly
+    cm, mean_d = wm.exact_inversion(64, 6, n=10)
+    assert cm.sum() == 30 and wm.accuracy(cm) < 1 and mean_d[0].argmin() != 0  # watermark 1 read as another
+
+
+def test_figures_draw_one_panel_per_disc_and_method():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from decinv import watermark as wm
+
+    discs = {name: wm.make_keys(16, 3, centred_on_dc=c) for name, c in (("official", False), ("DC", True))}
+    fig = wm.show_injection(torch.randn(1, 4, 16, 16), discs, vmax=100.0)
+    assert len(fig.axes) == 2 * 4 + 1  # and the colour bar
+    cm = np.array([[2, 0, 0], [0, 1, 1], [0, 0, 2]])
+    fig = wm.show_confusions({"a": {"x": cm, "y": cm}}, 2, {"x": "X"})
+    assert [ax.get_title().split("\n") for ax in fig.axes] == [["a: X", "5/6"], ["a: y", "5/6"]]

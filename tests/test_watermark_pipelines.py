@@ -326,3 +326,14 @@ def test_one_protocol_drives_the_tiny_ldm_batched_or_one_by_one():
     assert (table["ci low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["ci high"]).all()
     assert np.isnan(table.loc["True z_T", "zT NMSE (dB)"]) and table.loc["Encoder", "pixel PSNR (dB)"] > 20
     assert (together.seconds["Encoder"] > 0).all() and together.settings["batch"] == 6
+
+
+def test_read_back_classifies_the_diffusion_inversion_in_chunks():
+    _, pipe, _ = load_profile("tiny", "cpu")
+    ldm = wp.watermark_ldm(pipe, steps=2)
+    keys, mask = wp.watermark_keys(ldm, 6, centred_on_dc=True)
+    z_T = wp.watermarked_noises(ldm, 0, keys, mask)
+    z0 = ldm.generate(z_T)[1]
+    pred, z_T_hat = wp.read_back(ldm, z0, [""] * 3, keys, mask, batch=2)
+    assert torch.equal(pred, wm.classify(ldm.invert_diffusion(z0).float(), keys, mask))
+    torch.testing.assert_close(z_T_hat, ldm.invert_diffusion(z0).float(), rtol=1e-4, atol=1e-5)
