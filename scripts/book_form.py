@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 HIDING = {"remove-cell", "remove-input", "hide-cell", "hide-input"}
 CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.S | re.M)
 
@@ -28,20 +30,34 @@ class Cell:
         return bool(self.tags & HIDING) and "parameters" not in self.tags
 
 
+def _hides_source(options) -> bool:
+    """Whether myst-nb options (a page's front matter or a cell's) say ``mystnb: {remove_code_source: true}``."""
+    return bool(((options or {}).get("mystnb") or {}).get("remove_code_source"))
+
+
 def cells(text: str) -> list[Cell]:
-    """The code cells of a MyST notebook's text, with their tags and non-blank code lines."""
+    """The code cells of a MyST notebook's text, with their tags and non-blank code lines.
+
+    Hiding is read wherever Jupyter Book takes it from: ``:tags:`` lines, a cell's YAML options block (``tags:`` as
+    a flow list or a block list), and ``mystnb: remove_code_source: true`` in the cell's options or in the page's
+    front matter (all code of the page hidden; reported as the tag ``remove-input``)."""
+    front = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    page_hides = _hides_source(yaml.safe_load(front.group(1)) if front else None)
     out = []
     for body in CELL.findall(text):
         tags, lines = set(), body.splitlines()
         if lines and lines[0].strip() == "---":  # a YAML options block
             end = lines.index("---", 1)
-            tags |= set(re.findall(r"[\w-]+", " ".join(l for l in lines[1:end] if "tags" in l)) or [])
+            options = yaml.safe_load("\n".join(lines[1:end])) or {}
+            found = options.get("tags") or []
+            tags |= {found} if isinstance(found, str) else set(found)
+            tags |= {"remove-input"} if _hides_source(options) else set()
             lines = lines[end + 1:]
         while lines and lines[0].startswith(":"):
             if lines[0].startswith(":tags:"):
                 tags |= set(re.findall(r"[\w-]+", lines[0][len(":tags:"):]))
             lines = lines[1:]
-        out.append(Cell(tags - {"tags"}, [l for l in lines if l.strip()]))
+        out.append(Cell(tags | ({"remove-input"} if page_hides else set()), [l for l in lines if l.strip()]))
     return out
 
 

@@ -256,3 +256,28 @@ def test_hub_needs_and_command_block_name_what_a_profile_loads():
     assert "--only 01 -p profile sd14-video" in block
     skipped = [line for line in lines if line.startswith("# skipped:")]
     assert len(skipped) == 1 and "05_watermark" in skipped[0] and "video" in skipped[0]
+
+
+# ---------------------------------------------------------------------------------------------- book_form
+
+
+bf = load_script("book_form")
+HEAD = "---\njupytext:\n  text_representation:\n    format_name: myst\n---\n\n# T\n\n"
+
+
+def test_book_form_reads_every_way_a_cell_is_hidden():
+    cells = bf.cells(HEAD + "```{code-cell} ipython3\n:tags: [hide-input]\n\na = 1\n```\n\n"
+                     "```{code-cell} ipython3\n---\ntags:\n  - remove-input\n---\nb = 2\nc = 3\n```\n\n"
+                     "```{code-cell} ipython3\n---\ntags: [remove-cell]\n---\nd = 4\n```\n\n"
+                     "```{code-cell} ipython3\n---\nmystnb:\n  remove_code_source: true\n---\ne = 5\n```\n\n"
+                     "```{code-cell} ipython3\n:tags: [parameters, hide-input]\n\nf = 6\n```\n\n"
+                     "```{code-cell} ipython3\n\ng = 7\n```\n")
+    assert [c.hidden for c in cells] == [True, True, True, True, False, False]
+    assert [len(c.lines) for c in cells] == [1, 2, 1, 1, 1, 1]
+
+
+def test_book_form_page_front_matter_hides_all_code(tmp_path):
+    page = tmp_path / "p.md"
+    page.write_text(HEAD.replace("---\n\n", "mystnb:\n  remove_code_source: true\n---\n\n", 1)
+                    + "```{code-cell} ipython3\nx = 1\ny = 2\n```\n")
+    assert bf.form(page)["hidden"] == 2 and bf.form(page)["visible"] == 0
