@@ -204,6 +204,8 @@ def calibrate_together(runs: dict) -> dict[str, tuple[float, float]]:
 
     All are warmed up first; then, round by round, each method still owed a repeat is timed at both of its lengths,
     so that a burst of load on a shared machine hits every method rather than one. Returns name -> (fixed, per).
+    Where the longer run was not slower (load noise on a busy machine), the fit is (0, its time / its length):
+    a slope near zero would otherwise match a budget with millions of iterations.
     """
     times = {}
     for name, (run, (a, b), repeats) in runs.items():
@@ -219,8 +221,11 @@ def calibrate_together(runs: dict) -> dict[str, tuple[float, float]]:
     out = {}
     for name, (run, (a, b), _) in runs.items():
         ta, tb = min(times[name][0]), min(times[name][1])
-        per = max((tb - ta) / (b - a), 1e-9)
-        out[name] = (max(ta - per * a, 0.0), per)
+        if tb > ta:
+            per = (tb - ta) / (b - a)
+            out[name] = (max(ta - per * a, 0.0), per)
+        else:  # load noise hid the slope: charge the longer run's whole time to its iterations
+            out[name] = (0.0, max(tb / b, 1e-9))
     return out
 
 

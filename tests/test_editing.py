@@ -133,6 +133,10 @@ def test_calibrate_and_matched_iterations_recover_a_linear_cost():
     assert fits["a"] == pytest.approx((1.0, 1.0)) and fits["b"] == pytest.approx((0.0, 2.0))
     assert ed.matched_iterations(10.5, fixed, per) == 50
     assert ed.matched_iterations(0.6, fixed, per) == 1  # at least one iteration, even over budget
+    # load noise: the longer run was faster; the fit charges its whole time to its iterations, not a ~0 slope
+    flat = iter([1.0, 2.0, 1.5])
+    fixed3, per3 = ed.calibrate(lambda k: next(flat), (1, 3))
+    assert (fixed3, per3) == (0.0, pytest.approx(0.5)) and ed.matched_iterations(2.0, fixed3, per3) == 4
     with pytest.raises(ValueError):
         ed.matched_iterations(1.0, 0.0, 0.0)
 
