@@ -154,7 +154,7 @@ class Trajectory:
 @torch.no_grad()
 def ddim_sample(unet: torch.nn.Module, scheduler: SchedulerMixin, z_T: torch.Tensor,
                 steps: int = 50, *, progress: bool = False, return_trajectory: bool = False,
-                after_step=None) -> torch.Tensor | Trajectory:
+                after_step=None, what: str = "ddim_sample") -> torch.Tensor | Trajectory:
     """Run deterministic DDIM (eta = 0) from initial noise z_T to z_0.
 
     A fresh ``DDIMScheduler`` is built from ``scheduler.config``, so the caller's
@@ -163,13 +163,14 @@ def ddim_sample(unet: torch.nn.Module, scheduler: SchedulerMixin, z_T: torch.Ten
     ``z_0`` is the same tensor bit for bit).
 
     ``after_step(i, z)``: called after step i (0-based) with the new latent z_{i+1}; what it returns
-    replaces z_{i+1} (`decinv.editing.blended_edit` pastes the background back there).
+    replaces z_{i+1} (`decinv.editing.blended_edit` pastes the background back there). ``what``: the name
+    an ambient-state warning gives the call (`decinv.ambient`), e.g. the caller's.
     """
     _check_inputs(z_T, steps, scheduler)
     sched = DDIMScheduler.from_config(scheduler.config)
     sched.set_timesteps(steps, device=z_T.device)
     z, out = z_T, [z_T]
-    with _guard(unet, z_T, "ddim_sample"):
+    with _guard(unet, z_T, what):
         for i, t in enumerate(tqdm(sched.timesteps, desc="DDIM sample", disable=not progress)):
             eps = unet(z, t).sample
             z = sched.step(eps, t, z, eta=0.0).prev_sample
@@ -184,8 +185,8 @@ def ddim_sample(unet: torch.nn.Module, scheduler: SchedulerMixin, z_T: torch.Ten
 
 @torch.no_grad()
 def ddim_invert(unet: torch.nn.Module, scheduler: SchedulerMixin, z0: torch.Tensor,
-                steps: int = 50, *, progress: bool = False,
-                return_trajectory: bool = False) -> torch.Tensor | Trajectory:
+                steps: int = 50, *, progress: bool = False, return_trajectory: bool = False,
+                what: str = "ddim_invert") -> torch.Tensor | Trajectory:
     """Naive DDIM inversion z_0 -> z_T, the approximate inverse of ``ddim_sample``.
 
     Visits the timesteps of ``ddim_sample(..., steps)`` in reverse; at each one
@@ -197,13 +198,13 @@ def ddim_invert(unet: torch.nn.Module, scheduler: SchedulerMixin, z0: torch.Tens
 
     ``return_trajectory=True`` returns every latent as a `Trajectory` in *sampling*
     order (the inverse scheduler visits the sampling grid backwards, so the list is
-    reversed): its ``z_0`` is the input itself and its ``z_T`` the returned z_T.
+    reversed): its ``z_0`` is the input itself and its ``z_T`` the returned z_T. ``what``: as for `ddim_sample`.
     """
     _check_inputs(z0, steps, scheduler, inverse=True)
     sched = DDIMInverseScheduler.from_config(scheduler.config)
     sched.set_timesteps(steps, device=z0.device)
     z, out = z0, [z0]
-    with _guard(unet, z0, "ddim_invert"):
+    with _guard(unet, z0, what):
         for t in tqdm(sched.timesteps, desc="DDIM invert", disable=not progress):
             eps = unet(z, t).sample
             z = sched.step(eps, t, z).prev_sample

@@ -50,7 +50,7 @@ def sample_trajectory(unet, scheduler, z_T: torch.Tensor, steps: int = 50) -> Tr
 
     ``sample_trajectory(...).z_0`` equals ``ddim_sample(unet, scheduler, z_T, steps)`` bit for bit.
     """
-    return ddim_sample(unet, scheduler, z_T, steps, return_trajectory=True)
+    return ddim_sample(unet, scheduler, z_T, steps, return_trajectory=True, what="sample_trajectory")
 
 
 def inversion_trajectory(unet, scheduler, z_0: torch.Tensor, steps: int = 50) -> Trajectory:
@@ -60,7 +60,7 @@ def inversion_trajectory(unet, scheduler, z_0: torch.Tensor, steps: int = 50) ->
     reversed to match ``sample_trajectory``: ``z_0`` is the input itself (bit for bit) and ``z_T`` equals
     ``ddim_invert(unet, scheduler, z_0, steps)``.
     """
-    return ddim_invert(unet, scheduler, z_0, steps, return_trajectory=True)
+    return ddim_invert(unet, scheduler, z_0, steps, return_trajectory=True, what="inversion_trajectory")
 
 
 @torch.no_grad()
@@ -166,7 +166,7 @@ def blended_edit(unet, scheduler, trajectory: Trajectory, mask: torch.Tensor, no
     keep = 1 - m
     start = m * noise.to(z_T.dtype) + keep * z_T
     edit = ddim_sample(unet, scheduler, start, trajectory.steps, return_trajectory=return_trajectory,
-                       after_step=lambda i, z: m * z + keep * trajectory.latents[i + 1])
+                       after_step=lambda i, z: m * z + keep * trajectory.latents[i + 1], what="blended_edit")
     if return_trajectory:
         edit.how = f"blended edit of: {trajectory.how}"
     return edit
