@@ -90,7 +90,7 @@ def _check_pipeline(pipeline):
 
     if not isinstance(pipeline, TextToImage) or isinstance(pipeline, TextToVideo):
         raise TypeError(f"expected a decinv.pipelines.TextToImage (load_profile('sd21' or 'sd15')), got "
-                        f"{type(pipeline).__name__}; for the bundled tiny LDM use watermark_ldm(pipeline) or run_watermark.")
+                        f"{type(pipeline).__name__}; the tiny LDM: watermark_ldm(pipeline).")
     if pipeline.protocol.kind not in WATERMARK_GUIDANCE:
         raise ValueError(f"protocol kind {pipeline.protocol.kind!r} has no watermark inversion; choose a "
                          f"{' or '.join(WATERMARK_GUIDANCE)} protocol.")
