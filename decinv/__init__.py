@@ -7,10 +7,10 @@
     >>> T = decinv.operator(model, x)                     # T(z) = E(D(z)) - E(x), the paper's Eq. 6
 """
 
-from decinv.autoencoders import UnsupportedAutoencoderError
-from decinv.metrics import cocoercivity_ratio, jacobian_extremes, mean_ci, nmse, nmse_db, psnr
-from decinv.models import LatentModel, ModelNotAvailableError, NonFiniteLatentError, PRESETS, load_model, load_pipeline
-from decinv.solvers import METHODS, InversionResult, Operator, StepInfo, Trace, invert, method_options, operator
+from decinv.core.autoencoders import UnsupportedAutoencoderError
+from decinv.core.metrics import cocoercivity_ratio, jacobian_extremes, mean_ci, nmse, nmse_db, psnr
+from decinv.core.models import LatentModel, ModelNotAvailableError, NonFiniteLatentError, PRESETS, load_model, load_pipeline
+from decinv.core.solvers import METHODS, InversionResult, Operator, StepInfo, Trace, invert, method_options, operator
 
 __version__ = "0.1.0"
 __all__ = ["invert", "operator", "Operator", "load_model", "load_pipeline", "LatentModel", "InversionResult", "Trace", "StepInfo",

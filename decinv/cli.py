@@ -18,9 +18,9 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def load_image(path: Path, size: int | None, multiple: int):
-    """`decinv.images.load_image` for one file on the command line: a refused file ends the command with its reason
-    (``SystemExit``) instead of raising `decinv.images.BadImageError`."""
-    from decinv.images import BadImageError, load_image as load
+    """`decinv.core.images.load_image` for one file on the command line: a refused file ends the command with its reason
+    (``SystemExit``) instead of raising `decinv.core.images.BadImageError`."""
+    from decinv.core.images import BadImageError, load_image as load
 
     try:
         return load(path, size, multiple)
@@ -50,25 +50,25 @@ def _parse_option(text: str):
 
 def _check_method(args) -> None:
     """Refuse an unknown method, a bad option value or step count before any model is loaded
-    (`decinv.solvers.check_options`, `check_steps`); e.g. ``-o safeguard=false`` is the bool False,
+    (`decinv.core.solvers.check_options`, `check_steps`); e.g. ``-o safeguard=false`` is the bool False,
     ``-o betas=0.9,0.99`` a tuple."""
-    from decinv.solvers import check_options, check_steps
+    from decinv.core.solvers import check_options, check_steps
 
     check_options(args.method, dict(args.option))
     check_steps(args.method, args.steps)
 
 
 def _job_model(args, model_source):
-    """(LatentModel, pipeline or None) for a job, on this rank's device (`decinv.jobs.rank_device`)."""
+    """(LatentModel, pipeline or None) for a job, on this rank's device (`decinv.applications.jobs.rank_device`)."""
     import torch
 
-    from decinv.jobs import rank_device
+    from decinv.applications.jobs import rank_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = rank_device(args.device), getattr(torch, DTYPES[args.dtype])
     if getattr(args, "profile", None):
-        from decinv.experiments import load_profile
+        from decinv.generation.experiments import load_profile
 
         model, pipeline, _ = load_profile(args.profile, device, dtype, source=args.source)
         return model, pipeline
@@ -78,12 +78,12 @@ def _job_model(args, model_source):
 
 
 def _run_job(args, model, readout) -> int:
-    from decinv.jobs import _dist_env, format_summary, run_job
+    from decinv.applications.jobs import dist_env, format_summary, run_job
 
     if args.out.suffix == ".safetensors":
         raise ValueError(f"--out is a folder since the job writes shards and a manifest (got {args.out}); pass a "
-                         "folder, e.g. --out runs/a, and read the latents with decinv.jobs.load_latents('runs/a').")
-    rank = _dist_env()[0]
+                         "folder, e.g. --out runs/a, and read the latents with decinv.applications.jobs.load_latents('runs/a').")
+    rank = dist_env()[0]
     if rank == 0 and not args.quiet:
         print(f"{model}\nmethod {args.method}, {args.steps if args.steps is not None else 'default'} steps, options "
               f"{dict(args.option) or 'defaults'}, batches of {args.batch_size}, output {args.out}", flush=True)
@@ -106,7 +106,7 @@ def cmd_invert(args) -> int:
 
 
 def cmd_watermark(args) -> int:
-    from decinv.jobs import TreeRing
+    from decinv.applications.jobs import TreeRing
 
     _check_method(args)
     model, pipeline = _job_model(args, None)
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "batch is saved at once (safetensors shards and JSONL manifest rows with residual, PSNR and "
                          "time per image). A file that cannot be inverted is a manifest row with its error; the exit "
                          "status is the number of such inputs (capped at 100). Under torchrun --nproc_per_node N the "
-                         "inputs are shared among N processes. See decinv.jobs.")
+                         "inputs are shared among N processes. See decinv.applications.jobs.")
     _job_arguments(inv)
     inv.add_argument("--model", default="tiny", help="'tiny' (bundled v2, 128x128; also 'tiny-v2') or 'tiny-v1' "
                      "(64x64), sd21, sd15, sd14, a hub id or a local save_pretrained folder (default: tiny)")

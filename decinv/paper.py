@@ -28,7 +28,7 @@ PAPER_S1 = {
 PAPER_GPU = {"SD2.1": "RTX 3090 Ti 24 GB", "LaVie": "A100 SXM4 80 GB", "InstaFlow": "RTX 3090 24 GB"}
 # Table S1 (a/b/c): the three LDMs the paper inverts, keyed by the decinv profile that stands for each (sd21: SD 2.1;
 # sd15: InstaFlow-0.9B, SD 1.5's VAE; sd14-video: AnimateDiff on SD 1.4, a stand-in for LaVie, see
-# decinv.experiments). The paper's hardware for each is PAPER_GPU.
+# decinv.generation.experiments). The paper's hardware for each is PAPER_GPU.
 PAPER_MODEL = {"sd21": "SD2.1", "sd15": "InstaFlow", "sd14-video": "LaVie"}
 
 # Sec. 3.4 / Fig. 2: the cocoercivity check. Forward step and inertial KM with a fixed rho = 0.001, KM's alpha = 0.9,
@@ -53,3 +53,26 @@ def table_s1(model: str = "SD2.1") -> dict:
     """Table S1's NMSE by setting and iterations: {(method, bits, lr): {iterations: NMSE dB}} for ``model``
     ("SD2.1", "LaVie" or "InstaFlow")."""
     return {key: {k: db for k, db, _ in points} for key, (points, _) in PAPER_S1[model].items()}
+
+
+# Sec. 5 / Table 2 and Fig. S1: tree-ring watermark classification with three decoder inversions.
+PAPER_PROTOCOL_MODEL = {"sd21": "SD2.1", "instaflow": "InstaFlow"}  # watermark protocol name -> the paper's LDM
+
+PAPER_TABLE2 = {  # paper Table 2 (notes §5.7): per image, GPU, decoder + diffusion inversion
+    "SD2.1": {"accuracy": {"Encoder": 186, "Grad-based": 207, "Grad-free": 202},
+              "peak memory (GB)": {"Encoder": 5.71, "Grad-based": 11.4, "Grad-free": 6.35},
+              "runtime (s)": {"Encoder": 5.66, "Grad-based": 38.0, "Grad-free": 22.9}},
+    "InstaFlow": {"accuracy": {"Encoder": 149, "Grad-based": 227, "Grad-free": 227},
+                  "peak memory (GB)": {"Encoder": 2.93, "Grad-based": 8.84, "Grad-free": 3.15},
+                  "runtime (s)": {"Encoder": 3.55, "Grad-based": 35.9, "Grad-free": 13.6}},
+}
+"""Accuracies are counts out of 300 (100 prompts × 3 keys)."""
+
+PAPER_FIG_S1 = {  # paper Fig. S1 (notes §5.7): rows = actual key 1/2/3 (100 each), columns = predicted key
+    "SD2.1": {"Encoder": [[54, 14, 32], [27, 47, 26], [12, 3, 85]],
+              "Grad-based": [[47, 24, 29], [17, 66, 17], [4, 2, 94]],
+              "Grad-free": [[52, 17, 31], [18, 57, 25], [5, 2, 93]]},
+    "InstaFlow": {"Encoder": [[29, 36, 35], [1, 36, 63], [0, 16, 84]],
+                  "Grad-based": [[31, 55, 14], [1, 96, 3], [0, 0, 100]],
+                  "Grad-free": [[30, 60, 10], [1, 97, 2], [0, 0, 100]]},
+}

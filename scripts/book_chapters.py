@@ -1,11 +1,11 @@
 """Which book chapters run which profile, and how long a chapter should take on a GPU (estimated, not measured).
 
 Book-build logic, not library code: `scripts/build_book.py` uses it to skip chapters and print estimates, and the GPU
-chapter (notebooks/06_gpu.md) imports it as ``from scripts import book_chapters`` (the book runs with the repository
+chapter (notebooks/09_gpu.md) imports it as ``from scripts import book_chapters`` (the book runs with the repository
 root on PYTHONPATH).
 
 One switch per run: every chapter with a ``profile`` parameter runs the paper's protocol for that profile
-(`decinv.experiments.load_profile` / `make_instances`). `CHAPTERS` says which profiles a chapter can run and, for the
+(`decinv.generation.experiments.load_profile` / `make_instances`). `CHAPTERS` says which profiles a chapter can run and, for the
 others, why not; ``scripts/build_book.py --profile`` (``make book PROFILE=... DEVICE=...``) skips those with the reason.
 
 GPU run times are **estimates from the paper's own timings**, never measurements: the per-iteration cost of each
@@ -53,14 +53,14 @@ CHAPTERS = {c.name: c for c in [
     Chapter("05_watermark", TINY + ("sd21", "sd15"),
             "tree-ring watermarks need an image sampler and its inversion (the paper's Table 2: SD 2.1 and "
             "InstaFlow); there is none for video. Run it with profile sd21 or sd15."),
-    Chapter("07_editing", TINY,
+    Chapter("06_editing", TINY,
             "editing re-runs the sampler along the inverted trajectory, which decinv implements for the bundled "
             "tiny LDMs only. Run it with profile tiny or tiny-v1 (device cuda works)."),
-    Chapter("08_anderson", TINY + HUB),
-    Chapter("09_real_autoencoder", (),
+    Chapter("07_anderson", TINY + HUB),
+    Chapter("08_real_autoencoder", (),
             "it studies TAEF2, a real pretrained autoencoder read from DECINV_TAESD_DIR (or its committed record); "
             "the profiles do not apply to it."),
-    Chapter("06_gpu", TINY + HUB),
+    Chapter("09_gpu", TINY + HUB),
     Chapter("model_card", ("tiny", "tiny-v2"),
             "the model card describes the bundled tiny models; it ignores other profiles, so it is not re-run."),
 ]}
@@ -96,7 +96,7 @@ def unit_costs(paper_model: str) -> dict:
     Adam; the mean of the paper's two learning-rate settings, which cost the same); and ``diffusion_inversion``,
     seconds per image to encode it and invert the diffusion (50 guided DDIM steps for SD 2.1, 100 backward-Euler
     iterations for InstaFlow): Table 2's encoder runtime, which is exactly that (NaN for LaVie, not in Table 2)."""
-    from decinv.watermark_pipelines import PAPER_TABLE2
+    from decinv.applications.watermark_pipelines import PAPER_TABLE2
 
     s = per_iteration_seconds(paper_model)
     return {"free32": s[("gradfree-adam", 32, "0.01 sched")][0], "free16": s[("gradfree-adam", 16, "0.01 sched")][0],
@@ -168,10 +168,10 @@ def workload(chapter: str, p: dict, frames: int = 0) -> dict:
         w["free32"] = w["grad32"] = images * p["dinv_steps"]
         w["diffusion_inversion"] = images * 4
         instances = images
-    elif chapter == "08_anderson":
+    elif chapter == "07_anderson":
         w["free32"] = p["n_images"] * p["steps"] * (2 + len(p["memories"]))  # Adam, forward step, Anderson per m
         instances = p["n_images"]
-    elif chapter == "06_gpu":
+    elif chapter == "09_gpu":
         # the setup check: warm-up + repeats of one E(D) and one D forward+backward on n_images instances
         calls = p["n_images"] * (p["repeats"] + 1)
         w["free32"], w["grad32"], w["free16"] = 2 * calls, 2 * calls, calls  # (timed twice: warm-up of both runs)
@@ -184,8 +184,8 @@ def workload(chapter: str, p: dict, frames: int = 0) -> dict:
 def generation_unet_calls(profile: str) -> int:
     """UNet evaluations to generate one instance with the profile's protocol (CFG > 1 doubles the batch, not the
     calls; a video clip is one call for all its frames)."""
-    from decinv.experiments import get_profile
-    from decinv.pipelines import PROTOCOLS
+    from decinv.generation.experiments import get_profile
+    from decinv.generation.pipelines import PROTOCOLS
 
     prof = get_profile(profile)
     return PROTOCOLS[prof.protocol].steps if prof.protocol else 0
@@ -198,7 +198,7 @@ def estimate(chapter: str, profile: str, params: dict | None = None, root: Path 
     ``generation`` ("not estimated", with the UNet calls it needs), ``basis`` (the paper model and GPU)."""
     if profile not in PAPER_MODEL:
         raise ValueError(f"GPU estimates exist for {', '.join(PAPER_MODEL)} (the paper's models), not {profile!r}.")
-    from decinv.experiments import get_profile
+    from decinv.generation.experiments import get_profile
 
     p = {**notebook_defaults(chapter, root), **(params or {})}
     paper = PAPER_MODEL[profile]
@@ -214,7 +214,7 @@ def estimate(chapter: str, profile: str, params: dict | None = None, root: Path 
 
 
 ESTIMATED_CHAPTERS = ("01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "05_watermark",
-                      "08_anderson", "06_gpu")
+                      "07_anderson", "09_gpu")
 
 
 def estimates_table(profiles=HUB, chapters=ESTIMATED_CHAPTERS, root: Path | None = None):
@@ -274,8 +274,8 @@ HUB_FILES = {"unet": "unet/config.json", "vae": "vae/config.json", "text_encoder
 
 def hub_needs(profile: str) -> list[tuple[str, str | None, str]]:
     """[(hub repository, subfolder or None for the whole repository, what for)] that ``profile`` loads."""
-    from decinv.experiments import PROFILES
-    from decinv.pipelines import PROTOCOLS
+    from decinv.generation.experiments import PROFILES
+    from decinv.generation.pipelines import PROTOCOLS
 
     protocol = PROTOCOLS[PROFILES[profile].protocol]
     out = [(protocol.repo, sub, "pipeline") for sub in HUB_FILES]

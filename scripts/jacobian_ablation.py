@@ -126,8 +126,8 @@ class Freezer:
 def ablate(vae, size: int = 128, n: int = 8, variants=VARIANTS, iters: int = 60) -> dict:
     """Leftmost Jacobian quotient per crop (list of n floats) under each variant, plus the encoder's NMSE."""
     import decinv
-    from decinv.models import LatentModel
-    from decinv.tiny import data
+    from decinv.core.models import LatentModel
+    from decinv import pictures as data
 
     freezer = Freezer(vae)
     x = data.heldout_crops(n, seed=77, size=size)
@@ -150,7 +150,7 @@ def ablate(vae, size: int = 128, n: int = 8, variants=VARIANTS, iters: int = 60)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from decinv.bench import git_info
+    from decinv.core.measure import git_info
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from jacobian_probes import load_vae  # same NAME=PATH convention

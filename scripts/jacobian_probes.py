@@ -43,7 +43,7 @@ def load_vae(path: Path, recipe: str):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from decinv.bench import git_info
+    from decinv.core.measure import git_info
     from decinv.tiny import train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -59,7 +59,7 @@ def vae_summary(log: dict, step: int) -> str:
 
 
 def _provenance(threads: int, device: str) -> dict:
-    from decinv.bench import git_info
+    from decinv.core.measure import git_info
 
     return {"hardware": {"device": device, "cpu": platform.processor() or platform.machine(), "threads": threads,
                          "torch": torch.__version__},

@@ -1,4 +1,4 @@
-"""Global torch state a caller can leave on (decinv.ambient): every entry point that runs a network gives the result it
+"""Global torch state a caller can leave on (decinv.core.ambient): every entry point that runs a network gives the result it
 gives without it, or says what it changed. Each test compares against a reference computed in the default state,
 bit for bit unless stated otherwise (issue 24, item 1)."""
 
@@ -10,9 +10,10 @@ import torch
 from diffusers import DDIMScheduler
 
 import decinv
-from decinv import ambient, editing
-from decinv.ambient import AmbientStateWarning
-from decinv.diffusion import ddim_invert, ddim_sample
+from decinv.core import ambient
+from decinv.applications import editing
+from decinv.core.ambient import AmbientStateWarning
+from decinv.generation.diffusion import ddim_invert, ddim_sample
 from tests.autoencoder_zoo import tiny_kl
 from tests.conftest import small_unet
 from tests.test_diffusion import SCHED_CONFIG
@@ -207,8 +208,8 @@ def test_default_dtype_float64_does_not_make_loaded_models_float64(tmp_path):
 
 def test_default_dtype_float64_draws_the_same_noise_for_generated_instances(model):
     """`generated_instances` drew z_T with torch.randn in the default dtype: other numbers under float64."""
-    from decinv.experiments import generated_instances
-    from decinv.models import TinyPipeline
+    from decinv.generation.experiments import generated_instances
+    from decinv.core.models import TinyPipeline
 
     pipeline = TinyPipeline(vae=model, unet=small_unet(), scheduler=DDIMScheduler(**SCHED_CONFIG))
     pipeline.unet.config.sample_size  # 8: latents 4x8x8 and images 16x16 for the x2 model
@@ -343,7 +344,7 @@ def test_a_vae_cast_behind_the_wrappers_back_is_followed_and_recorded(x):
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     pytest.importorskip("transformers")
-    from decinv.experiments import load_profile
+    from decinv.generation.experiments import load_profile
     from tests import tiny_pipelines
 
     folder = tiny_pipelines.build(tmp_path_factory.mktemp("ambient_t2i")) / "pipe"
@@ -351,7 +352,7 @@ def pipeline(tmp_path_factory):
 
 
 def test_watermark_protocol_under_autocast_train_mode_and_trainable_weights(pipeline):
-    from decinv import watermark_pipelines as wp
+    from decinv.applications import watermark_pipelines as wp
 
     folder, sd21 = pipeline
     z_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -376,7 +377,7 @@ def test_watermark_protocol_under_autocast_train_mode_and_trainable_weights(pipe
 
 
 def test_pipelines_load_in_float32_whatever_the_default_dtype(pipeline):
-    from decinv.experiments import load_profile
+    from decinv.generation.experiments import load_profile
 
     folder, _ = pipeline
     with default_dtype(torch.float64):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import decinv
-from decinv.autoencoders import SPECS, UnsupportedAutoencoderError
-from decinv.models import NonFiniteLatentError
-from decinv.solvers import METHODS
-from decinv.solvers.tracking import Tracker
+from decinv.core.autoencoders import SPECS, UnsupportedAutoencoderError
+from decinv.core.models import NonFiniteLatentError
+from decinv.core.solvers import METHODS
+from decinv.core.solvers.tracking import Tracker
 from tests.autoencoder_zoo import IMAGE, VIDEO, tiny_kl, tiny_ltx, tiny_taesd, tiny_wan
 
 ALL = {**IMAGE, **VIDEO}
@@ -93,7 +93,7 @@ def test_issue_case_2_latent_statistics_follow_sdxl(tmp_path):
 
 
 def _pipeline_formula(name, vae, raw):
-    """Each pipeline's normalisation written out independently (file:line in decinv.autoencoders' table)."""
+    """Each pipeline's normalisation written out independently (file:line in decinv.core.autoencoders' table)."""
     c = vae.config
     view = lambda t: torch.as_tensor(t, dtype=raw.dtype).view(1, -1, *([1] * (raw.dim() - 2)))
     if name == "AutoencoderKLWan":

@@ -18,7 +18,7 @@ def test_calls_to_interpolates_and_reports_never():
 def test_module_imports_first_without_a_cycle():
     for first in ("decinv.bench.acceleration", "decinv.bench.video3d", "decinv.bench.overhead", "decinv.bench.tradeoff",
                   "decinv.bench.video", "decinv.bench.dtype", "decinv.bench.jobs", "decinv.bench.common", "decinv.bench",
-                  "decinv.bench_acceleration", "decinv.bench_tradeoff"):
+                  "decinv.bench.acceleration", "decinv.bench.tradeoff"):
         run = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
 

@@ -111,7 +111,7 @@ def test_repository_toc_lists_every_page_and_chapter():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = bb.toc_files(toc)
     assert files[0] == "book/intro"
-    for name in ("01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "05_watermark", "06_gpu",
+    for name in ("01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "05_watermark", "09_gpu",
                  "model_card", "benchmark"):
         assert f"book/chapters/{name}" in files
     prose = [f for f in files if not f.startswith("book/chapters/")]
@@ -239,7 +239,7 @@ def test_parameters_cell_reads_names_defaults_and_comments(tmp_path):
 def test_parameters_cell_of_every_chapter_agrees_with_notebook_defaults():
     import ast
 
-    for name in ("01_motivation", "06_gpu", "model_card"):
+    for name in ("01_motivation", "09_gpu", "model_card"):
         cell = {n: ast.literal_eval(v) for n, v, _ in bc.parameters_cell(ROOT / "notebooks" / f"{name}.md")}
         assert cell == bc.notebook_defaults(name), name
 
@@ -281,3 +281,33 @@ def test_book_form_page_front_matter_hides_all_code(tmp_path):
     page.write_text(HEAD.replace("---\n\n", "mystnb:\n  remove_code_source: true\n---\n\n", 1)
                     + "```{code-cell} ipython3\nx = 1\ny = 2\n```\n")
     assert bf.form(page)["hidden"] == 2 and bf.form(page)["visible"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- book_form
+
+CHAPTERS = sorted(p for p in (ROOT / "notebooks").glob("0*.md"))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_shows_its_code(path):
+    """Issue 21's form: at most half of a chapter's code lines hidden (the parameters cell counts as visible), no
+    hidden cell over 40 lines, visible code within the rendered code box (80 columns)."""
+    form = load_script("book_form").form(path)
+    assert form["hidden_share"] <= 0.5, form
+    assert form["largest_hidden_cell"] <= 40, form
+    assert form["widest_visible_line"] <= 80, form
+
+
+@pytest.mark.parametrize("name", ["model_card", "benchmark"])
+def test_prose_pages_write_no_long_hidden_cells(name):
+    """The model card and the benchmark page are Markdown with glued numbers: no hidden cell over 40 lines."""
+    assert load_script("book_form").form(ROOT / "notebooks" / f"{name}.md")["largest_hidden_cell"] <= 40
+
+
+def test_no_heading_is_numbered_by_hand():
+    """The toc numbers the chapters' sections; a hand-written "## 1. ..." would render as "3.1. 1. ..."."""
+    import re
+
+    numbered = [f"{p.name}: {line}" for p in sorted((ROOT / "notebooks").glob("*.md"))
+                for line in p.read_text().splitlines() if re.match(r"#{2,6} +\d+(\.\d+)*\.? ", line)]
+    assert not numbered, numbered

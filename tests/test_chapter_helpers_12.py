@@ -1,10 +1,10 @@
-"""decinv.cocoercivity: the slope statistics behind chapter 2's reading of the paper's Fig. 2."""
+"""decinv.analysis.cocoercivity: the slope statistics behind chapter 2's reading of the paper's Fig. 2."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from decinv.cocoercivity import sign_verdict, slope_stats
+from decinv.analysis.cocoercivity import sign_verdict, slope_stats
 
 
 def test_slope_stats_matches_least_squares_and_brackets_a_clear_slope():

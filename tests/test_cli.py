@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from decinv import jobs
+from decinv.applications import jobs
 from decinv.cli import load_image, main
 from tests.conftest import small_vae
 

@@ -9,9 +9,9 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 import decinv
-from decinv import editing
-from decinv.diffusion import ddim_invert, ddim_sample
-from decinv.validation import UnsupportedConfigError
+from decinv.applications import editing
+from decinv.generation.diffusion import ddim_invert, ddim_sample
+from decinv.core.validation import UnsupportedConfigError
 from tests.autoencoder_zoo import IMAGE, VIDEO, tiny_kl, tiny_ltx
 from tests.test_diffusion import SCHED_CONFIG
 
@@ -88,7 +88,7 @@ def test_supported_scheduler_settings_round_trip_exactly(changes, steps):
 def test_v_prediction_is_supported_with_an_error_that_shrinks_like_one_over_steps(changes):
     """Naive inversion evaluates the UNet at the next step's label: for epsilon (and sample) prediction the ideal
     denoiser's output does not depend on the label's noise level, for v it does, so even that denoiser is inverted
-    with an error, O(1/steps). Documented in `decinv.diffusion.check_scheduler`, not refused."""
+    with an error, O(1/steps). Documented in `decinv.generation.diffusion.check_scheduler`, not refused."""
     errors = []
     for steps in (10, 50, 200):
         scheduler, net = oracle({**SCHED_CONFIG, **changes})
@@ -168,7 +168,7 @@ def test_an_unknown_prediction_type_is_refused_before_any_step():
 @pytest.fixture(scope="module")
 def sd21(tmp_path_factory):
     pytest.importorskip("transformers")
-    from decinv.experiments import load_profile
+    from decinv.generation.experiments import load_profile
     from tests import tiny_pipelines
 
     folder = tiny_pipelines.build(tmp_path_factory.mktemp("configs_t2i")) / "pipe"
@@ -182,7 +182,7 @@ def sd21(tmp_path_factory):
 def test_watermark_inversion_refuses_a_sampler_it_cannot_invert(sd21, changes, words):
     from diffusers import DPMSolverMultistepScheduler
 
-    from decinv import watermark_pipelines as wp
+    from decinv.applications import watermark_pipelines as wp
 
     _, pipeline = sd21
     pipe, kept = pipeline.pipe, pipeline.pipe.scheduler
@@ -201,7 +201,7 @@ def test_watermark_inversion_follows_other_grids_exactly_for_a_latent_blind_unet
     inverted to round-off on any grid."""
     from diffusers import DPMSolverMultistepScheduler
 
-    from decinv import watermark_pipelines as wp
+    from decinv.applications import watermark_pipelines as wp
     from tests.test_watermark_pipelines import latent_blind
 
     _, pipeline = sd21
@@ -222,7 +222,7 @@ def test_watermark_inversion_follows_other_grids_exactly_for_a_latent_blind_unet
 def test_pipelines_that_alter_the_decoded_image_are_refused(sd21):
     from diffusers.image_processor import VaeImageProcessor
 
-    from decinv.pipelines import TextToImage
+    from decinv.generation.pipelines import TextToImage
 
     _, pipeline = sd21
     pipe = pipeline.pipe

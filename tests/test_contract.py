@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, event, example, given, settings  # noqa: E40
 from hypothesis import strategies as st  # noqa: E402
 
 import decinv  # noqa: E402
-from decinv.models import NonFiniteLatentError  # noqa: E402
+from decinv.core.models import NonFiniteLatentError  # noqa: E402
 from tests.autoencoder_zoo import tiny_dc, tiny_flux2, tiny_kl, tiny_taesd  # noqa: E402
 
 settings.register_profile("decinv-fast", max_examples=60, deadline=None, derandomize=True, database=None,
@@ -428,7 +428,7 @@ def cli_calls(draw):
 
 
 def check_cli(saved_model, inputs, args, capsys):
-    from decinv import jobs
+    from decinv.applications import jobs
     from decinv.cli import main
 
     root = Path(tempfile.mkdtemp(prefix="decinv-contract-"))
@@ -496,7 +496,7 @@ def test_adam_eps_follows_a_16_bit_state():
 
 def test_an_error_inside_a_run_closes_its_progress_bar(monkeypatch):
     """An error raised after the progress bar opened (the solver's own checks, or Ctrl-C) used to leave it open."""
-    from decinv.solvers import tracking
+    from decinv.core.solvers import tracking
 
     bars = []
     original = tracking.tqdm

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from decinv.diffusion import ddim_invert, ddim_sample
+from decinv.generation.diffusion import ddim_invert, ddim_sample
 from tests.conftest import small_unet
 
 SCHED_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

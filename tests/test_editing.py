@@ -1,4 +1,4 @@
-"""Blended-latent editing through a (recovered) DDIM trajectory (paper Sec. 5.2, Fig. 4; decinv.editing)."""
+"""Blended-latent editing through a (recovered) DDIM trajectory (paper Sec. 5.2, Fig. 4; decinv.applications.editing)."""
 
 import numpy as np
 import pytest
@@ -6,10 +6,10 @@ import torch
 from diffusers import DDIMScheduler
 
 from conftest import small_unet, small_vae
-from decinv import editing as ed
-from decinv.diffusion import ddim_invert, ddim_sample
-from decinv.experiments import quantize_8bit
-from decinv.models import LatentModel
+from decinv.applications import editing as ed
+from decinv.generation.diffusion import ddim_invert, ddim_sample
+from decinv.generation.experiments import quantize_8bit
+from decinv.core.models import LatentModel
 from decinv.tiny.train import SCHEDULER_CONFIG
 
 SCHED_CONFIG = SCHEDULER_CONFIG  # the bundled miniature's scheduler

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import decinv
-from decinv.experiments import PROFILES, camera_pan, get_profile, load_profile, quantize_8bit, real_instances
+from decinv.generation.experiments import PROFILES, camera_pan, get_profile, load_profile, quantize_8bit, real_instances
 from tests.conftest import small_vae
 
 
@@ -44,7 +44,7 @@ def test_text_to_image_profiles_run_the_papers_protocol_or_fail():
     assert (PROFILES["sd21"].protocol, PROFILES["sd15"].protocol) == ("sd21", "instaflow")
     assert PROFILES["tiny"].protocol is None
     pytest.importorskip("transformers")
-    from decinv.models import ModelNotAvailableError
+    from decinv.core.models import ModelNotAvailableError
 
     with pytest.raises(ModelNotAvailableError, match="hf download XCLiu/instaflow_0_9B_from_sd_1_5"):
         load_profile("sd15", "cpu", source="decinv-tests/no-such-pipeline")  # an error, not on-manifold crops
@@ -53,8 +53,8 @@ def test_text_to_image_profiles_run_the_papers_protocol_or_fail():
 
 
 def test_tiny_ldm_generates_and_inverts_with_the_ddim_functions():
-    from decinv.diffusion import ddim_invert, ddim_sample
-    from decinv.experiments import TinyLDM, generated_instances, load_profile, quantize_8bit
+    from decinv.generation.diffusion import ddim_invert, ddim_sample
+    from decinv.generation.experiments import TinyLDM, generated_instances, load_profile, quantize_8bit
 
     model, pipe, _ = load_profile("tiny", "cpu")
     ldm = TinyLDM.from_pipeline(pipe, steps=3)

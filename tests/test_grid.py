@@ -1,4 +1,4 @@
-"""decinv.grid: the fewest runs for a grid of iteration counts, read-offs equal to separate runs, labels from keys."""
+"""decinv.analysis.grid: the fewest runs for a grid of iteration counts, read-offs equal to separate runs, labels from keys."""
 
 import numpy as np
 import pandas as pd
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import decinv
-from decinv import grid
-from decinv.experiments import real_instances
-from decinv.lab import Lab, Setting
+from decinv.analysis import grid
+from decinv.generation.experiments import real_instances
+from decinv.analysis.lab import Lab, Setting
 
 
 @pytest.fixture(scope="module")

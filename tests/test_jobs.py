@@ -1,4 +1,4 @@
-"""The dataset job (decinv.jobs, `decinv invert` / `decinv watermark`): inputs, batching, bad files, atomic files,
+"""The dataset job (decinv.applications.jobs, `decinv invert` / `decinv watermark`): inputs, batching, bad files, atomic files,
 resume after SIGKILL, two gloo processes under torchrun, the tree-ring readout."""
 
 import json
@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors import safe_open
 
 import decinv
-from decinv import jobs
+from decinv.applications import jobs
 from decinv.cli import main
 from tests.conftest import small_vae
 
@@ -173,7 +173,7 @@ def test_bad_files_are_rows_with_their_errors_and_every_good_image_is_inverted(s
     assert [Path(p).name for p in good] == [f"good{i}.png" for i in range(5)]
     # the stored latents are decinv.invert's on the same batches (the good images of each, in input order)
     model = decinv.load_model(str(setup / "vae8"), device="cpu")
-    from decinv.images import load_image
+    from decinv.core.images import load_image
 
     batches = {}
     for source in good:
@@ -264,10 +264,10 @@ def test_two_gloo_processes_give_the_same_latents_and_manifest_as_one(setup, ref
 
 
 def test_watermark_job_detects_the_keys_it_was_given(tmp_path, capsys):
-    from decinv import watermark as wm
-    from decinv.diffusion import ddim_invert, ddim_sample
-    from decinv.experiments import quantize_8bit
-    from decinv.models import load_pipeline
+    from decinv.applications import watermark as wm
+    from decinv.generation.diffusion import ddim_invert, ddim_sample
+    from decinv.generation.experiments import quantize_8bit
+    from decinv.core.models import load_pipeline
 
     pipe = load_pipeline("tiny", device="cpu")
     keys, mask = wm.make_keys(16, 6, centred_on_dc=True)
@@ -285,7 +285,7 @@ def test_watermark_job_detects_the_keys_it_was_given(tmp_path, capsys):
     assert "tree-ring key | images" in printed
     rows = jobs.read_manifest(out)
     assert [r["watermark"]["key"] for r in rows] == labels.tolist()  # every key read back
-    # the stored z_T and distances are the diffusion inversion of the stored z_0, read with decinv.watermark
+    # the stored z_T and distances are the diffusion inversion of the stored z_0, read with decinv.applications.watermark
     z0, zT = jobs.load_latents(out), jobs.load_latents(out, which="z_T")
     for r in rows:
         expected = ddim_invert(pipe.unet, pipe.scheduler, z0[r["source"]][None], 10)
@@ -299,9 +299,9 @@ def test_watermark_job_detects_the_keys_it_was_given(tmp_path, capsys):
 
 def test_watermark_job_on_a_text_to_image_pipeline_uses_its_diffusion_inversion(tmp_path):
     """The real-pipeline branch (sd21/sd15 profiles), on a tiny random pipeline of the same classes."""
-    from decinv import watermark as wm
-    from decinv.experiments import load_profile
-    from decinv.watermark_pipelines import invert_diffusion
+    from decinv.applications import watermark as wm
+    from decinv.generation.experiments import load_profile
+    from decinv.applications.watermark_pipelines import invert_diffusion
     from tests import tiny_pipelines
 
     source = tiny_pipelines.build(tmp_path / "t2i") / "pipe"

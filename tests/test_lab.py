@@ -1,4 +1,4 @@
-"""decinv.lab: settings keyed by data, runs recorded and replayed, stopping rules and matched comparisons."""
+"""decinv.analysis.lab: settings keyed by data, runs recorded and replayed, stopping rules and matched comparisons."""
 
 import math
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import decinv
-from decinv.experiments import real_instances
-from decinv.lab import Lab, NotRecordedError, Setting, at_time, stopping, time_to
+from decinv.generation.experiments import real_instances
+from decinv.analysis.lab import Lab, NotRecordedError, Setting, at_time, stopping, time_to
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 import torch
 
-from decinv.measure import measure
+from decinv.core.measure import measure
 
 
 def test_cpu_peak_memory_sees_a_temporary_allocation():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from decinv.metrics import cocoercivity_ratio, jacobian_extremes, mean_ci, nmse, nmse_db, psnr
+from decinv.core.metrics import cocoercivity_ratio, jacobian_extremes, mean_ci, nmse, nmse_db, psnr
 
 
 def test_nmse_is_per_sample_and_scale_free():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import decinv
-from decinv.models import LatentModel, ModelNotAvailableError
+from decinv.core.models import LatentModel, ModelNotAvailableError
 from tests.conftest import small_vae
 
 
@@ -120,7 +120,7 @@ def test_repr_is_informative(model):
 def test_load_pipeline_takes_a_candidate_folder_written_by_the_training_script(tmp_path):
     import shutil
 
-    from decinv.models import load_pipeline, tiny_dir
+    from decinv.core.models import load_pipeline, tiny_dir
 
     for part in ("vae", "unet", "scheduler"):
         shutil.copytree(tiny_dir("tiny") / part, tmp_path / part)

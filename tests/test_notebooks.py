@@ -28,7 +28,7 @@ def test_notebook_runs_in_smoke_mode(source, tmp_path, monkeypatch):
 
 
 def test_watermark_chapter_glues_every_cited_number_on_real_profiles():
-    """Chapter 5 runs one protocol (decinv.watermark_pipelines.run_watermark) on every profile: no cell branches on
+    """Chapter 5 runs one protocol (decinv.applications.watermark_pipelines.run_watermark) on every profile: no cell branches on
     the profile, so every cell runs with sd21/sd15 too. Every number the prose cites must be glued by some cell
     (at its top level, or in a loop whose f-string key fits), or `jupyter-book build -W` fails on that site."""
     import re
@@ -60,7 +60,7 @@ def _execute(source, tmp_path, monkeypatch, **parameters):
 def test_real_autoencoder_chapter_replays_its_record_without_the_checkpoints(tmp_path, monkeypatch):
     """A fresh clone has no TAEF2 weights: the chapter renders the committed record and says so."""
     monkeypatch.delenv("DECINV_TAESD_DIR", raising=False)
-    out = _execute(ROOT / "notebooks" / "09_real_autoencoder.md", tmp_path, monkeypatch)
+    out = _execute(ROOT / "notebooks" / "08_real_autoencoder.md", tmp_path, monkeypatch)
     text = out.read_text()
     assert "This page shows a recorded run" in text and "results/taef2-cpu.json" in text
     assert "holds" in text and "differs" in text  # the verdict table rendered from the record
@@ -72,7 +72,7 @@ def test_chapters_show_solver_sources_that_exist_and_that_they_run():
     import ast
     import re
 
-    from decinv.solvers import METHODS
+    from decinv.core.solvers import METHODS
 
     by_function = {f.__name__: key for key, f in METHODS.items()}
     for source in SOURCES:

@@ -1,8 +1,8 @@
-"""The paper's generation protocols (decinv.pipelines) end to end on tiny *random* text-to-image/video pipelines.
+"""The paper's generation protocols (decinv.generation.pipelines) end to end on tiny *random* text-to-image/video pipelines.
 
 The pipelines are built from the real models' classes (UNet2DConditionModel, CLIPTextModel, CLIPTokenizer over a
 small vocabulary written here, AutoencoderKL, the paper's scheduler), saved with save_pretrained, and loaded back
-through `decinv.experiments.load_profile(..., source=folder)`: the same code path as the hub models, offline.
+through `decinv.generation.experiments.load_profile(..., source=folder)`: the same code path as the hub models, offline.
 Geometry: 16x16 images, 4x8x8 latents (a x2 VAE), CLIP width 32; the video stand-in adds a random MotionAdapter.
 """
 
@@ -17,9 +17,9 @@ from PIL import Image
 pytest.importorskip("transformers", reason="the text-to-image pipelines need transformers (pip install -e .[test])")
 
 import decinv  # noqa: E402
-from decinv.experiments import make_instances, load_profile  # noqa: E402
-from decinv.models import ModelNotAvailableError  # noqa: E402
-from decinv.pipelines import (PROTOCOLS, PromptsNotAvailableError, TextToImage, TextToVideo,  # noqa: E402
+from decinv.generation.experiments import make_instances, load_profile  # noqa: E402
+from decinv.core.models import ModelNotAvailableError  # noqa: E402
+from decinv.generation.pipelines import (PROTOCOLS, PromptsNotAvailableError, TextToImage, TextToVideo,  # noqa: E402
                               load_prompts, load_text_to_image, paper_scheduler, pil_to_tensor)
 from tests import tiny_pipelines  # noqa: E402
 from tests.tiny_pipelines import write_clip_tokenizer  # noqa: E402,F401  (kept importable from here)

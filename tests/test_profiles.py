@@ -14,9 +14,9 @@ pytest.importorskip("transformers", reason="the generating pipelines need transf
 
 import decinv  # noqa: E402
 from scripts import book_chapters as chapters  # noqa: E402
-from decinv.experiments import PROFILES, Instances, load_profile, make_instances  # noqa: E402
-from decinv.models import ModelNotAvailableError  # noqa: E402
-from decinv.pipelines import PROTOCOLS, TextToVideo, paper_scheduler, pil_to_tensor  # noqa: E402
+from decinv.generation.experiments import PROFILES, Instances, load_profile, make_instances  # noqa: E402
+from decinv.core.models import ModelNotAvailableError  # noqa: E402
+from decinv.generation.pipelines import PROTOCOLS, TextToVideo, paper_scheduler, pil_to_tensor  # noqa: E402
 from tests import tiny_pipelines  # noqa: E402
 from tests.tiny_pipelines import PROMPTS, SMALL  # noqa: E402
 
@@ -173,11 +173,11 @@ def test_instances_frames_flattens_clips_in_order():
 
 
 def test_chapter_profile_table():
-    for name in ("01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "08_anderson", "06_gpu"):
+    for name in ("01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "07_anderson", "09_gpu"):
         assert all(chapters.can_run(name, p)[0] for p in PROFILES), name
     ok, why = chapters.can_run("05_watermark", "sd14-video")
     assert not ok and "video" in why and chapters.can_run("05_watermark", "sd21")[0]
-    ok, why = chapters.can_run("07_editing", "sd21")
+    ok, why = chapters.can_run("06_editing", "sd21")
     assert not ok and "tiny" in why
     assert not chapters.can_run("benchmark", "sd21")[0]
 
@@ -202,8 +202,8 @@ def test_chapter_estimates_count_the_chapters_iterations():
     defaults = chapters.notebook_defaults("04_adam_scheduling")
     n = defaults["n_images"]
     assert w["free32"] >= n * (20 + 50 + 200)  # 100 and 200 share one 200-iteration run (schedule cap 100)
-    video = chapters.estimate("08_anderson", "sd14-video")
-    clips = chapters.notebook_defaults("08_anderson")["n_images"]  # its n_images counts clips on a video profile
+    video = chapters.estimate("07_anderson", "sd14-video")
+    clips = chapters.notebook_defaults("07_anderson")["n_images"]  # its n_images counts clips on a video profile
     assert "LaVie" in video["basis"] and video["unet_calls"] == 50 * clips
     table = chapters.estimates_table()
     assert set(table["profile"]) == {"sd21", "sd15", "sd14-video"} and (table["estimated inversion time (min)"] > 0).all()
@@ -216,7 +216,7 @@ def test_every_estimated_chapter_declares_what_its_workload_reads(name):
     defaults = chapters.notebook_defaults(name)
     assert {"profile", "device"} <= set(defaults)
     chapters.workload(name, defaults)  # a KeyError here: the chapter's parameters changed, update workload()
-    if name != "06_gpu":
+    if name != "09_gpu":
         assert {"source", "generation"} <= set(defaults) and defaults["source"] is None
 
 
@@ -240,15 +240,15 @@ def test_profile_run_executes_what_can_run_it_and_says_why_it_skips_the_rest():
     sources = sorted((root / "notebooks").glob("*.md"))
     run, skipped, declared = bb.profile_plan(sources, "sd14-video", root)
     ran = [s.stem for s in run]
-    assert {"01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "08_anderson", "06_gpu"} <= set(ran)
+    assert {"01_motivation", "02_cocoercivity", "03_fsm_km", "04_adam_scheduling", "07_anderson", "09_gpu"} <= set(ran)
     reasons = dict(skipped)
     assert "05_watermark" in reasons and "video" in reasons["05_watermark"]
-    assert "07_editing" in reasons and "benchmark" in reasons and "profile" in reasons["benchmark"]
+    assert "06_editing" in reasons and "benchmark" in reasons and "profile" in reasons["benchmark"]
     assert set(ran) | set(reasons) == {s.stem for s in sources}  # nothing dropped silently
     args = bb.profile_args("01_motivation", declared["01_motivation"], "sd14-video", "cuda", "/tmp/p", "{steps: 2}")
     assert args == ["-p", "profile", "sd14-video", "-p", "device", "cuda", "-r", "source", "/tmp/p",
                     "-y", "generation: {steps: 2}"]
-    assert bb.profile_args("06_gpu", declared["06_gpu"], "sd21", "cuda", "/tmp/p", None) == \
+    assert bb.profile_args("09_gpu", declared["09_gpu"], "sd21", "cuda", "/tmp/p", None) == \
         ["-p", "profile", "sd21", "-p", "device", "cuda"]  # 06 declares no source: not passed
     with pytest.raises(SystemExit):
         bb.parse_args(["--device", "cuda"])  # --device alone would be silently ignored

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import decinv
-from decinv.solvers import km_condition, paper_schedule, warmup_cosine_schedule
+from decinv.core.solvers import km_condition, paper_schedule, warmup_cosine_schedule
 from tests.conftest import LinearCodec, small_vae
 
 

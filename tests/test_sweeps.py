@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from decinv.solvers import km_condition
-from decinv.sweeps import alpha_max, iterations_to, lambda_max, padded
+from decinv.core.solvers import km_condition
+from decinv.analysis.sweeps import alpha_max, iterations_to, lambda_max, padded
 
 
 def test_lambda_max_is_the_boundary_of_condition_13():

@@ -1,6 +1,6 @@
-"""Original TAESD-family checkpoints load as decinv models (decinv.taesd).
+"""Original TAESD-family checkpoints load as decinv models (decinv.core.taesd).
 
-The reference here is independent of decinv.taesd: each variant's published layout is written down as a list of
+The reference here is independent of decinv.core.taesd: each variant's published layout is written down as a list of
 layers (`LAYERS`), random checkpoints are generated from it in the published format (float16 state dicts of an
 nn.Sequential, saved with torch.save), and a from-scratch forward pass with torch.nn.functional over the raw state
 dict is compared with decinv's encoder and decoder. With DECINV_TAESD_DIR set (CI sets it to ../shared/models/taesd),
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import decinv
-from decinv.taesd import TAESDCheckpointError, VARIANTS, load_taesd, pipeline_convention, variant_of
+from decinv.core.taesd import TAESDCheckpointError, VARIANTS, load_taesd, pipeline_convention, variant_of
 
 CHANNELS = {"taesd": 4, "taesdxl": 4, "taesd3": 16, "taef1": 16, "taef2": 32, "taesana": 32}
 

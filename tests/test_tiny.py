@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import decinv
-from decinv.models import BUNDLED, TINY_DIR, tiny_dir
-from decinv.tiny import data
+from decinv.core.models import BUNDLED, TINY_DIR, tiny_dir
+from decinv import pictures as data
 
 # name -> (downsampling, image side): both bundled miniatures keep a 4x16x16 latent
 MODELS = {"tiny": (8, 128), "tiny-v1": (4, 64)}
@@ -87,7 +87,7 @@ def test_recorded_properties_follow_the_targets(name):
 
 
 def test_seeded_generation_is_deterministic():
-    from decinv.experiments import generated_instances
+    from decinv.generation.experiments import generated_instances
 
     pipe = decinv.load_pipeline("tiny-v2", device="cpu")
     a = generated_instances(pipe.vae, pipe, 2, seed=3, ddim_steps=5)

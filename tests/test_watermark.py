@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from decinv.watermark import (accuracy, circle_mask, classify, confusion_matrix, distances, inject, make_keys,
+from decinv.applications.watermark import (accuracy, circle_mask, classify, confusion_matrix, distances, inject, make_keys,
                               mask_coverage, ring_values)
 
 RINGS = [[96, 48, 112, 64, 16, 144], [96, 16, 96, 112, 48, 112], [32, 112, 128, 48, 64, 96]]
@@ -143,7 +143,7 @@ def test_bad_inputs_rejected(z, channel, key_size, mask_kind):
 
 
 def test_wilson_interval_brackets_the_proportion_and_stays_in_the_unit_interval():
-    from decinv import watermark as wm
+    from decinv.applications import watermark as wm
 
     low, high = wm.wilson_interval(4, 6)
     assert 0 < low < 4 / 6 < high < 1
@@ -156,7 +156,7 @@ def test_wilson_interval_brackets_the_proportion_and_stays_in_the_unit_interval(
 
 
 def test_exact_inversion_is_perfect_on_the_dc_centred_disc_and_capped_on_the_official_one():
-    from decinv import watermark as wm
+    from decinv.applications import watermark as wm
 
     cm, mean_d = wm.exact_inversion(16, 6, centred_on_dc=True, key_scale=0.25, n=10)
     assert np.array_equal(cm, np.diag([10, 10, 10])) and mean_d.shape == (3, 3)
@@ -169,7 +169,7 @@ def test_figures_draw_one_panel_per_disc_and_method():
     import matplotlib
 
     matplotlib.use("Agg")
-    from decinv import watermark as wm
+    from decinv.applications import watermark as wm
 
     discs = {name: wm.make_keys(16, 3, centred_on_dc=c) for name, c in (("official", False), ("DC", True))}
     fig = wm.show_injection(torch.randn(1, 4, 16, 16), discs, vmax=100.0)

@@ -1,4 +1,4 @@
-"""The tree-ring watermark protocol on real pipeline classes (decinv.watermark_pipelines), offline on tiny random ones.
+"""The tree-ring watermark protocol on real pipeline classes (decinv.applications.watermark_pipelines), offline on tiny random ones.
 
 The pipelines come from `tests.tiny_pipelines` (16x16 images, 4x8x8 latents), loaded through `load_profile(...,
 source=folder)` as the hub models are. On an 8x8 latent the watermark disc has radius <= 3.
@@ -12,9 +12,9 @@ import torch
 
 pytest.importorskip("transformers", reason="the text-to-image pipelines need transformers (pip install -e .[test])")
 
-from decinv import watermark as wm  # noqa: E402
-from decinv import watermark_pipelines as wp  # noqa: E402
-from decinv.experiments import load_profile  # noqa: E402
+from decinv.applications import watermark as wm  # noqa: E402
+from decinv.applications import watermark_pipelines as wp  # noqa: E402
+from decinv.generation.experiments import load_profile  # noqa: E402
 from tests import tiny_pipelines  # noqa: E402
 
 PROMPTS = tiny_pipelines.PROMPTS
@@ -206,7 +206,7 @@ def test_backward_euler_through_the_pipeline_is_exact_for_a_latent_blind_unet(fl
 def test_an_exactly_recovered_z_T_is_classified_correctly(which, request):
     """End to end with a latent-blind UNet, so the diffusion inversion of the true z_0 is exact: with the DC-centred
     disc every image is read correctly; with the official disc the reading equals watermark.classify of the true
-    z_T (whose blur caps exact inversion at 2/3, see decinv.watermark)."""
+    z_T (whose blur caps exact inversion at 2/3, see decinv.applications.watermark)."""
     pipeline = request.getfixturevalue(which)
     with latent_blind(pipeline.pipe.unet):
         centred = wp.run_watermark(pipeline, PROMPTS[:2], radius=RADIUS, centred_on_dc=True, dinv_steps=1,
@@ -267,7 +267,7 @@ def test_paper_numbers_are_consistent():
 
 
 def test_bad_inputs_raise_clear_errors(sd21, folder):
-    from decinv.experiments import load_profile as lp
+    from decinv.generation.experiments import load_profile as lp
 
     with pytest.raises(TypeError, match="TextToImage"):
         wp.run_watermark(object(), PROMPTS)
@@ -307,7 +307,7 @@ def test_bad_inputs_raise_clear_errors(sd21, folder):
 def test_one_protocol_drives_the_tiny_ldm_batched_or_one_by_one():
     """run_watermark takes load_profile("tiny")'s pipeline like a real one: the noises are watermarked_noises of
     seeds seed + i, z_0 is TinyLDM.generate of them, and batching changes no prediction."""
-    from decinv.experiments import TinyLDM
+    from decinv.generation.experiments import TinyLDM
 
     _, pipe, _ = load_profile("tiny", "cpu")
     methods = [("Encoder", "encoder", {})]

@@ -39,7 +39,7 @@ def build(root, prompts=PROMPTS):
     from diffusers import AutoencoderKL, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from decinv.pipelines import paper_scheduler
+    from decinv.generation.pipelines import paper_scheduler
 
     root = Path(root)
     n_vocab = write_clip_tokenizer(root / "vocab")

@@ -16,7 +16,7 @@ GPU name), torch threads, library versions, git commit, date and the load averag
 table last. Timing protocol: warm-up runs first (discarded), then ``repeat`` repeats; medians are reported; on CUDA
 every clock reading follows ``torch.cuda.synchronize``; torch's intra-op thread count is fixed (``--threads``)
 and stored. Times come from `decinv.invert`'s own clocks (``InversionResult.seconds`` and ``trace.seconds``,
-synchronised on CUDA), peak memory from `decinv.measure` (CUDA: absolute ``max_memory_allocated``; CPU: the *extra*
+synchronised on CUDA), peak memory from `decinv.core.measure` (CUDA: absolute ``max_memory_allocated``; CPU: the *extra*
 peak RSS of the call, model weights excluded -- not the same quantity as the paper's GPU numbers).
 
 Suites (see each function's docstring for the exact definition of each ratio):
@@ -81,7 +81,7 @@ def run_suites(suites, model="tiny", *, device="auto", threads: int | None = 2, 
     """
     if threads:
         torch.set_num_threads(threads)
-    device = decinv.models.resolve_device(device)
+    device = decinv.core.models.resolve_device(device)
     names = ([n for n in SUITE_NAMES if n not in OPT_IN] if suites in ("all", ["all"])
              else [suites] if isinstance(suites, str) else list(suites))
     unknown = set(names) - set(SUITES)
@@ -166,7 +166,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_cli(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    device = decinv.models.resolve_device(args.device)
+    device = decinv.core.models.resolve_device(args.device)
     kind = "cpu" if device.type == "cpu" else "gpu"
     out = args.out or Path("results") / f"{kind}-{args.suite}{'-quick' if args.quick else ''}.json"
     overrides = {"tradeoff": {"n": args.n}, "jobs": {"n": args.n}} if args.n else {}

@@ -119,7 +119,7 @@ def acceleration(model="tiny", *, device="auto", n: int = 32, seed: int = 0, siz
     clocks are the element-wise median over repeats."""
     if quick:
         n, steps, memories, fp16_n, fp16_steps, size = 2, 6, (2,), 2, 4, 32
-    device = decinv.models.resolve_device(device)
+    device = decinv.core.models.resolve_device(device)
     model32, pipeline = resolve_model(model, device, need_pipeline=True)
     size = size or native_size(model32)
     inst = instances(model32, pipeline, n, seed, size)

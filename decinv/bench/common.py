@@ -6,24 +6,19 @@ imports the suites. Nothing here imports a suite or the runner, so the three lay
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
-import os
-import platform
-import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import diffusers
 import numpy as np
 import torch
 from diffusers.utils import logging as diffusers_logging
 
 import decinv
-from decinv.experiments import camera_pan, generated_instances, real_instances
-from decinv.measure import synchronize
-from decinv.models import BUNDLED, LatentModel, ModelNotAvailableError, load_pipeline
+from decinv.generation.experiments import camera_pan, generated_instances, real_instances
+from decinv.core.measure import cpu_name, environment, git_info, synchronize  # noqa: F401  (re-exported)
+from decinv.core.models import BUNDLED, LatentModel, ModelNotAvailableError, load_pipeline
 
 SCHEMA = "decinv-bench/1"
 MIB = 2**20
@@ -36,61 +31,6 @@ PAPER_VIDEO_MEMORY_RATIO = 7.13 / 64.7  # LaVie, grad-free 16-bit vs grad-based 
 
 # ---------------------------------------------------------------------------------------------------------------
 # environment, timing, models
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_info() -> dict:
-    """The commit the package runs from and whether tracked files differ from it (None when git cannot tell)."""
-    root = Path(__file__).resolve().parents[2]  # the repository: decinv/bench/common.py -> ../..
-    info = {"commit": None, "dirty": None}
-    try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10)
-        head = run("rev-parse", "HEAD")
-        if head.returncode == 0:
-            info["commit"] = head.stdout.strip()
-            status = run("status", "--porcelain", "--untracked-files=no")
-            info["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-def environment(device: torch.device) -> dict:
-    """Where and with what the numbers were measured."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    env = {
-        "device_type": device.type,
-        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
-        "cpu_name": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda if cuda else None,
-        "diffusers": diffusers.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "decinv": decinv.__version__,
-        "git_commit": None,
-        "git_dirty": None,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-    git = git_info()
-    env["git_commit"], env["git_dirty"] = git["commit"], git["dirty"]
-    return env
 
 
 def timed(fn, device) -> tuple[float, float]:
@@ -229,7 +169,7 @@ def instances(model, pipeline, n: int, seed: int, size: int):
 
 
 def pan_clip(model, frames: int, size: int):
-    """A camera-pan video of ``frames`` frames of size x size (`decinv.experiments.camera_pan`)."""
+    """A camera-pan video of ``frames`` frames of size x size (`decinv.generation.experiments.camera_pan`)."""
     return camera_pan(model, frames, size, size)
 
 

@@ -40,7 +40,7 @@ def dtype_suite(model="tiny", *, device="auto", batch: int = 2, size: int | None
     """
     if quick:
         batch, size, steps = 1, 32, 3
-    device = decinv.models.resolve_device(device)
+    device = decinv.core.models.resolve_device(device)
     base, _ = resolve_model(model, device, dtype=torch.float32)
     size = size or native_size(base)
     x, z_true = pan_images(base, batch, size)

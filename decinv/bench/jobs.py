@@ -1,4 +1,4 @@
-"""Benchmark suite ``jobs``: images per second of the dataset job (`decinv.jobs`, ``decinv invert``) against the
+"""Benchmark suite ``jobs``: images per second of the dataset job (`decinv.applications.jobs`, ``decinv invert``) against the
 one-image-at-a-time loop that ``decinv invert`` ran before the job replaced it, and the job's peak memory against the
 number of images.
 
@@ -6,7 +6,7 @@ number of images.
 
 Every configuration runs as a process of its own, started and timed by this one, so that each pays its own imports
 and model loading and its peak memory is its own. All invert the same ``n`` 8-bit PNG images (frames of a camera pan
-over a picture, decoded by the model: `decinv.experiments.camera_pan`) with gradient-free Adam (the paper's
+over a picture, decoded by the model: `decinv.generation.experiments.camera_pan`) with gradient-free Adam (the paper's
 defaults) for ``steps`` iterations, with ``threads`` torch threads in all:
 
 * ``loop``: the previous command (`one_at_a_time`, as in commit ff5ff05): per image, E(x) for the encoder baseline,
@@ -55,10 +55,10 @@ from safetensors.torch import save_file
 
 import decinv
 from decinv.bench.common import MIB, model_info, native_size, ratio_row, resolve_model, safe_ratio
-from decinv.experiments import camera_pan
-from decinv.images import load_image
-from decinv.jobs import collect_inputs
-from decinv.solvers.tracking import norms
+from decinv.generation.experiments import camera_pan
+from decinv.core.images import load_image
+from decinv.applications.jobs import collect_inputs
+from decinv.core.solvers.tracking import norms
 
 TARGET = 3.0
 # How this suite starts its own workers (`worker_main`): ``python -c`` rather than ``python -m decinv.bench.jobs``,
@@ -73,7 +73,7 @@ def one_at_a_time(paths, model, method: str = "gradfree-adam", steps: int = 100,
     of this suite: for each image in turn, load it, run the encoder baseline and the inversion (batch of 1), print
     the residual ||E(D(z)) - E(x)|| and the PSNR of D(z) for both (4 more decoder and 2 more encoder passes), keep
     the latent; write all latents to one safetensors file ``out`` at the end. Returns {name: latent (C, h, w)}.
-    (The old command read files through the loader that is now `decinv.images.load_image`; a refused file ended it.)"""
+    (The old command read files through the loader that is now `decinv.core.images.load_image`; a refused file ended it.)"""
     options = dict(options or {})
     latents, names = {}, set()
     for path in paths:

@@ -52,7 +52,7 @@ def overhead(model="tiny", *, device="auto", batch: int = 16, size: int | None =
     """
     if quick:
         batch, size, steps, repeat, inner = 2, 32, 4, 2, 2
-    device = decinv.models.resolve_device(device)
+    device = decinv.core.models.resolve_device(device)
     model, _ = resolve_model(model, device)
     size = size or native_size(model)
     x, z_true = pan_images(model, batch, size)

@@ -26,7 +26,7 @@ from decinv.bench.common import (
     resolve_model,
     safe_ratio,
 )
-from decinv.metrics import mean_ci
+from decinv.core.metrics import mean_ci
 
 
 def _point(result, k: int) -> dict:
@@ -91,7 +91,7 @@ def tradeoff(model="tiny", *, device="auto", n: int = 32, seed: int = 0, size: i
     """
     if quick:
         n, size, gradient_steps, gradfree_steps, schedule_cap = 2, 32, (3, 6), (2, 4, 6, 8), 6
-    device = decinv.models.resolve_device(device)
+    device = decinv.core.models.resolve_device(device)
     model, pipeline = resolve_model(model, device, need_pipeline=True)
     size = size or native_size(model)
     inst = instances(model, pipeline, n, seed, size)

@@ -43,7 +43,7 @@ def video(model="tiny", *, device="auto", frames=(1, 2, 4, 8, 16, 32), size: int
 
     For each F, method (gradient-free Adam, gradient-based Adam) and ``chunk_size`` (None = all frames in one
     encoder/decoder call): ``steps`` iterations; per-iteration time = (t_K - t_1) / (K - 1) from the trace clock;
-    peak memory from `decinv.measure` over the whole call (CPU: extra peak RSS; CUDA: max_memory_allocated).
+    peak memory from `decinv.core.measure` over the whole call (CPU: extra peak RSS; CUDA: max_memory_allocated).
 
     * ``memory_ratio_unchunked`` = peak(gradient-free, unchunked) / peak(gradient-based, unchunked) at F = 16 (or
       the largest F run); target <= 0.2 (paper LaVie: 7.13 / 64.7 GB = 0.11, 16-bit grad-free vs 32-bit grad).
@@ -54,7 +54,7 @@ def video(model="tiny", *, device="auto", frames=(1, 2, 4, 8, 16, 32), size: int
     """
     if quick:
         frames, size, steps, chunk_sizes = (1, 2, 4), 32, 3, (None, 1)
-    device = decinv.models.resolve_device(device)
+    device = decinv.core.models.resolve_device(device)
     model, _ = resolve_model(model, device)
     size = size or native_size(model)
     methods = ("gradfree-adam", "gradient-adam")

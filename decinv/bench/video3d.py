@@ -11,7 +11,7 @@ split into independent chunks (its decoder carries a feature cache across latent
 
 For each F and method (gradient-free Adam, the paper's method; gradient-based Adam through autograd), ``steps``
 iterations from E(x) on a random clip; per-iteration time = (t_K − t_1) / (K − 1) of the trace clock (wall) and of the
-process CPU clock; peak memory from `decinv.measure` over the whole call (CPU: extra peak RSS, model weights excluded;
+process CPU clock; peak memory from `decinv.core.measure` over the whole call (CPU: extra peak RSS, model weights excluded;
 CUDA: max_memory_allocated). Ratios, gradient-free / gradient-based, at every F side by side.
 
 Each run is one `decinv.invert` call (a temporal autoencoder's batch item is a whole video), with a callback that
@@ -73,7 +73,7 @@ def video3d(model="tiny", *, device="auto", frames=(1, 9, 17, 33, 65), size: int
     """
     if quick:
         frames, size, steps = (1, 5), 16, 3
-    device = decinv.models.resolve_device(device)
+    device = decinv.core.models.resolve_device(device)
     source = "argument"
     try:
         loaded = decinv.load_model(model, device=device) if model is not None else None

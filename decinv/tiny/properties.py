@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 import decinv
-from decinv.bench import git_info
-from decinv.diffusion import ddim_invert, ddim_sample
-from decinv.experiments import generated_instances, real_instances
-from decinv.models import BUNDLED, tiny_dir
-from decinv.tiny import data
+from decinv.core.measure import git_info
+from decinv.generation.diffusion import ddim_invert, ddim_sample
+from decinv.generation.experiments import generated_instances, real_instances
+from decinv.core.models import BUNDLED, tiny_dir
+from decinv import pictures as data
 
 TARGETS = {
     "encoder_nmse_db": "between -18 and -13 dB (SD 2.1: about -16 dB)",

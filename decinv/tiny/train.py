@@ -33,7 +33,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from decinv.tiny import data
+import decinv
+from decinv import pictures as data
+from decinv.core.models import LatentModel
+from decinv.generation.diffusion import ddim_sample
+from decinv.generation.experiments import quantize_8bit
 
 WEIGHTS = Path(__file__).parent / "weights"
 
@@ -233,9 +237,6 @@ def regime_probe(vae, size: int, n: int = 8, horizons: tuple[int, ...] = (50,), 
     step along its direction)."""
     import copy
 
-    import decinv
-    from decinv.experiments import quantize_8bit
-    from decinv.models import LatentModel
 
     probe = copy.deepcopy(vae).float().cpu()
     x = data.heldout_crops(n, seed=77, size=size)
@@ -263,10 +264,6 @@ def sample_probe(unet, vae, noise_scheduler, n: int = 16, ddim_steps: int = 50) 
     Uses its own generator and copies of the networks, so training is unaffected."""
     import copy
 
-    import decinv
-    from decinv.diffusion import ddim_sample
-    from decinv.experiments import quantize_8bit
-    from decinv.models import LatentModel
 
     model = LatentModel(copy.deepcopy(vae).float().cpu())
     net = copy.deepcopy(unet).float().cpu().eval()
