@@ -146,7 +146,7 @@ def cmd_methods(args) -> int:
     import decinv
 
     for name in decinv.METHODS:
-        doc = (decinv.METHODS[name].__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((decinv.METHODS[name].__doc__ or "").strip().split("\n\n")[0].split())  # first paragraph
         print(f"{name:14s} {doc}\n{'':14s} options: {decinv.method_options(name)}")
     return 0
 

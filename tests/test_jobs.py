@@ -213,6 +213,10 @@ def test_output_folder_rules(setup, tmp_path, capsys):
     assert main(args[:-1] + [str(tmp_path / "z.safetensors")]) == 2 and "--out is a folder" in capsys.readouterr().err
     # resuming a finished job inverts nothing and keeps its rows
     assert main(args + ["--resume"]) == 0 and "0 inverted in this run" in capsys.readouterr().out
+    # --resume where there is no job yet (a mistyped --out) says so, then starts one
+    with pytest.warns(UserWarning, match="holds no job yet"):
+        assert main(args[:-2] + ["--out", str(tmp_path / "fresh"), "--resume"]) == 0
+    assert jobs.read_manifest(tmp_path / "fresh")
 
 
 # ------------------------------------------------------------------------------------ kill -9, then --resume

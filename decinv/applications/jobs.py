@@ -64,6 +64,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -496,6 +497,9 @@ def _prepare_folder(out: Path, settings: dict, resume: bool, retry_failed: bool)
             said = "; ".join(f"{k}: {old.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
             raise JobError(f"{out} was made with other settings ({said}); resume it with the same ones, or choose a "
                            "new output folder.")
+    elif resume:
+        warnings.warn(f"--resume (resume=True): {out} holds no job yet; starting a new one there (check the path if "
+                      "you meant to continue an earlier job).", stacklevel=3)
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("shards", "parts"):
         (out / sub).mkdir(exist_ok=True)

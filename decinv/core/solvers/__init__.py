@@ -156,8 +156,12 @@ def _check_z_true(z_true, shape, item: int, latent: tuple | None) -> None:
 def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | None = None, *,
            z_true: torch.Tensor | None = None, tol: float | None = None, chunk_size: int | None = None,
            progress: bool = True, callback=None, **options) -> InversionResult:
-    """Invert the decoder of ``model`` (a `decinv.LatentModel`) at images ``x`` in [-1, 1].
+    """Invert the decoder of ``model`` (a `decinv.LatentModel`) at images ``x`` in [-1, 1] (not [0, 1]): find z
+    with D(z) ~ x, driving T(z) = E(D(z)) - E(x) (`operator`, the paper's Eq. 6) to 0 from z_0 = E(x).
 
+    Returns an `InversionResult`: ``z`` (B, C, H/f, W/f) with f = ``model.downsample``, C = ``model.latent_channels``
+    (e.g. (B, 4, 16, 16) for the bundled 128x128 model), ``status``, ``trace`` (per-iteration residual, lr, time and,
+    with ``z_true``, NMSE in dB), ``seconds``, ``peak_memory_bytes``, ``dtype``/``precision`` (what ran), ``info``.
     ``x``: (B, 3, H, W), or video (B, F, 3, H, W) whose frames are inverted as a batch; the result keeps x's layout.
     For a temporal autoencoder (``model.temporal``, e.g. Wan's) each video is one item: F = 4k + 1 frames give a
     latent video (B, k + 1, C, h, w), and ``chunk_size`` counts whole videos.

@@ -40,7 +40,9 @@ class Operator:
 
 
 def operator(model, x: torch.Tensor, *, chunk_size: int | None = None) -> Operator:
-    """The operator T of the paper's Eq. 6 for images ``x`` (B, 3, H, W) in [-1, 1] (or videos (B, F, 3, H, W)).
+    """The operator T(z) = E(D(z)) - E(x) of the paper's Eq. 6 for images ``x`` (B, 3, H, W) in [-1, 1] (not
+    [0, 1]; or videos (B, F, 3, H, W)). ``T(z)`` takes and returns latents (B, C, H/f, W/f), with f =
+    ``model.downsample`` and C = ``model.latent_channels`` (e.g. (B, 4, 16, 16) for the bundled 128x128 model).
 
     ``x`` is checked as `decinv.invert` checks it (shape, range, finiteness, sides divisible by
     ``model.downsample``: a `ValueError` or `TypeError` naming the fix), cast to the model's device and dtype, and
