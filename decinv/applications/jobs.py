@@ -74,6 +74,7 @@ from tqdm import tqdm
 from decinv.applications import watermark as wm
 from decinv.applications.watermark_pipelines import invert_diffusion
 from decinv.core.images import BadImageError, load_image, probe
+from decinv.core.measure import jsonable
 from decinv.core.metrics import psnr
 from decinv.core.solvers import METHODS, invert, method_options
 from decinv.core.validation import resolve_device
@@ -246,21 +247,6 @@ def _atomic(path: Path, write, tmp: Path) -> None:
 
 def _write_text(path: Path, text: str, tmp: Path) -> None:
     _atomic(path, lambda p: p.write_text(text), tmp)
-
-
-def _jsonable(value):
-    """JSON-ready copy: non-finite floats become None (strict JSON has no NaN), dtypes and tuples plain."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (torch.dtype, torch.device, Path)):
-        return str(value)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return _jsonable(value.item())
-    return value
 
 
 def _rows_text(rows: list[dict]) -> str:
@@ -455,7 +441,7 @@ class JobSummary:
 
 def _settings(model, method: str, steps: int, options: dict, size, readout) -> dict:
 
-    return _jsonable({"format": FORMAT, "model": model.name, "model_class": type(model.vae).__name__,
+    return jsonable({"format": FORMAT, "model": model.name, "model_class": type(model.vae).__name__,
                       "dtype": model.dtype, "method": method, "steps": steps,
                       "options": {**method_options(method), **options}, "size": size,
                       "readout": readout.settings() if readout is not None else None})
@@ -683,7 +669,7 @@ def _run_batches(batches, out: Path, model, method, steps, options, size, readou
             if tensors:
                 _atomic(out / "shards" / f"{batch.id}.safetensors",
                         lambda p, t=tensors: save_file(t, str(p), metadata=metadata), tmp)
-            _write_text(out / "parts" / f"{batch.id}.jsonl", _rows_text([_jsonable(r) for r in rows]), tmp)
+            _write_text(out / "parts" / f"{batch.id}.jsonl", _rows_text([jsonable(r) for r in rows]), tmp)
             bad += sum(r["status"] != "ok" for r in rows)
             bar.set_postfix_str(f"not ok {bad}", refresh=False)
             bar.update(len(rows))
@@ -716,7 +702,7 @@ def _finish(out: Path, sources: list[str], batches: list[Batch], seconds: float,
                          images_per_second=inverted_now / seconds if seconds > 0 else math.nan, world_size=world,
                          problems=[(r["source"], r["status"], r["error"]) for r in mine if r["status"] != "ok"],
                          watermark=_watermark_table(mine))
-    _write_text(out / "summary.json", json.dumps(_jsonable({**summary.__dict__, "date": _now()}), indent=1) + "\n",
+    _write_text(out / "summary.json", json.dumps(jsonable({**summary.__dict__, "date": _now()}), indent=1) + "\n",
                 tmp)
     return summary
 

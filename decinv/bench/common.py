@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from diffusers.utils import logging as diffusers_logging
 
 import decinv
 from decinv.generation.experiments import camera_pan, generated_instances, real_instances
-from decinv.core.measure import cpu_name, environment, git_info, synchronize  # noqa: F401  (re-exported)
+from decinv.core.measure import cpu_name, environment, git_info, jsonable, synchronize  # noqa: F401  (re-exported)
 from decinv.core.models import BUNDLED, LatentModel, ModelNotAvailableError, load_pipeline
 
 SCHEMA = "decinv-bench/1"
@@ -175,23 +174,3 @@ def pan_clip(model, frames: int, size: int):
 
 # ---------------------------------------------------------------------------------------------------------------
 # saving
-
-
-def jsonable(obj):
-    """``obj`` with numpy/torch values made plain Python, for strict JSON (NaN and inf become null)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None  # strict JSON: NaN/inf -> null
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, (torch.dtype, torch.device, Path)):
-        return str(obj)
-    return obj
-

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import datetime as _dt
 import importlib.metadata
+import math
 import os
 import platform
 import re
@@ -147,3 +148,26 @@ def environment(device: torch.device) -> dict:
     git = git_info()
     env["git_commit"], env["git_dirty"] = git["commit"], git["dirty"]
     return env
+
+
+def jsonable(obj):
+    """``obj`` made plain Python for strict JSON records: dicts (keys as text), lists and tuples recursively; numpy
+    arrays and scalars, 0-d tensors and Python floats as numbers, with NaN and inf as null; dtypes, devices and paths
+    as text. Used by the benchmark records and the dataset jobs' manifests."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, torch.Tensor) and obj.ndim == 0:
+        return jsonable(obj.item())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (torch.dtype, torch.device, Path)):
+        return str(obj)
+    return obj
