@@ -330,3 +330,19 @@ def test_watermark_job_on_a_text_to_image_pipeline_uses_its_diffusion_inversion(
     for i, row in enumerate(rows):
         assert torch.allclose(zT[row["source"]], expected[i].float(), atol=1e-4)  # 2e-5 seen: UNet round-off
         assert row["watermark"]["distances"] == pytest.approx(distances[i].tolist(), rel=1e-3)
+
+
+def test_tree_ring_readout_is_the_watermark_protocols_ldm():
+    """The readout inverts the diffusion through `watermark_ldm`, the LDM chapter 5's protocol drives: the same
+    object type for the same pipeline, its description in the job's settings, and a clear error for anything else."""
+    from decinv.applications.watermark_pipelines import watermark_ldm
+    from decinv.core.models import load_pipeline
+
+    pipe = load_pipeline("tiny", device="cpu")
+    readout = jobs.TreeRing(pipe, steps=7, prompt="ignored")
+    assert type(readout.ldm) is type(watermark_ldm(pipe)) and readout.ldm.steps == readout.steps == 7
+    settings = readout.settings()
+    assert settings["pipeline"] == readout.ldm.description and "naive DDIM" in settings["pipeline"]
+    assert settings["prompt"] is None  # the tiny UNet takes none, so none is recorded
+    with pytest.raises(TypeError, match="TreeRing needs"):
+        jobs.TreeRing(object())

@@ -72,14 +72,12 @@ import torch
 from tqdm import tqdm
 
 from decinv.applications import watermark as wm
-from decinv.applications.watermark_pipelines import invert_diffusion
+from decinv.applications.watermark_pipelines import watermark_ldm
 from decinv.core.images import BadImageError, load_image, probe
 from decinv.core.measure import jsonable
 from decinv.core.metrics import psnr
 from decinv.core.solvers import METHODS, invert, method_options
 from decinv.core.validation import resolve_device
-from decinv.generation.diffusion import ddim_invert
-from decinv.generation.pipelines import TextToImage
 
 FORMAT = "decinv-job/1"
 MAX_EXIT_STATUS = 100  # the exit status is the number of inputs that were not inverted, capped here
@@ -350,10 +348,12 @@ class TreeRing:
     the diffusion inversion ẑ_T, then the nearest of the three keys of `decinv.applications.watermark` in mean complex-modulus L1
     distance over the key's disc of Fourier coefficients of channel ``channel`` (`decinv.applications.watermark.distances`).
 
-    ``pipeline``: the bundled LDM (`decinv.core.models.TinyPipeline`: naive DDIM inversion with its UNet, ``steps``
-    default 50) or a real text-to-image pipeline (`decinv.generation.pipelines.TextToImage` from ``load_profile("sd21" |
-    "sd15")``: `decinv.applications.watermark_pipelines.invert_diffusion` with ``prompt`` for every image, "" = unknown prompt,
-    ``steps`` default the protocol's). ``radius``/``centred_on_dc``: the key disc (official off-DC disc by default);
+    ``pipeline``: anything `decinv.applications.watermark_pipelines.watermark_ldm` accepts — the bundled LDM's
+    pipeline (``load_profile("tiny")``: naive DDIM inversion with its UNet, ``steps`` default 50) or a real
+    text-to-image pipeline (``load_profile("sd21" | "sd15")``: the paper's diffusion inversion with ``prompt`` for
+    every image, "" = unknown prompt, ``steps`` default the protocol's). The inversion is that LDM's
+    ``invert_diffusion``, the call chapter 5's protocol makes, so a job and the chapter read keys alike.
+    ``radius``/``centred_on_dc``: the key disc (official off-DC disc by default);
     ``key_scale``: multiplies the ring values, None = s / 64 (1 on SD's 64×64 latent).
 
     Calling it on ẑ_0 returns (ẑ_T (B, C, s, s) float32 CPU, one dict per image: ``key`` 0..2, ``distance`` to that
@@ -363,21 +363,22 @@ class TreeRing:
                  key_scale: float | None = None, steps: int | None = None, prompt: str = "",
                  guidance_scale: float | None = None):
 
-        self.pipeline, self.real = pipeline, isinstance(pipeline, TextToImage)
-        if not self.real and not hasattr(pipeline, "unet"):
+        try:
+            self.ldm = watermark_ldm(pipeline, guidance_scale=guidance_scale, steps=steps)
+        except TypeError:
             raise TypeError(f"TreeRing needs the bundled LDM's pipeline (load_pipeline / load_profile('tiny')) or a "
-                            f"text-to-image pipeline (load_profile('sd21'|'sd15')), got {type(pipeline).__name__}.")
+                            f"text-to-image pipeline (load_profile('sd21'|'sd15')), got {type(pipeline).__name__}."
+                            ) from None
+        self.pipeline = pipeline
         self.radius, self.channel, self.centred_on_dc, self.key_scale = radius, channel, centred_on_dc, key_scale
-        self.steps = steps if steps is not None else (pipeline.protocol.steps if self.real else 50)
-        self.prompt, self.guidance_scale = prompt, guidance_scale
+        self.steps, self.prompt, self.guidance_scale = self.ldm.steps, prompt, guidance_scale
         self._keys: dict = {}
 
     def settings(self) -> dict:
-        kind = (f"{self.pipeline.protocol.name} ({self.pipeline.protocol.kind}) from {self.pipeline.source}"
-                if self.real else "bundled LDM, naive DDIM inversion")
-        return {"readout": "tree-ring", "pipeline": kind, "diffusion_steps": self.steps, "radius": self.radius,
-                "channel": self.channel, "centred_on_dc": self.centred_on_dc, "key_scale": self.key_scale,
-                "prompt": self.prompt if self.real else None, "guidance_scale": self.guidance_scale}
+        return {"readout": "tree-ring", "pipeline": self.ldm.description, "diffusion_steps": self.steps,
+                "radius": self.radius, "channel": self.channel, "centred_on_dc": self.centred_on_dc,
+                "key_scale": self.key_scale, "prompt": self.prompt if self.ldm.conditional else None,
+                "guidance_scale": self.guidance_scale}
 
     def keys(self, side: int):
         """(keys (3, s, s) complex64, mask (s, s) bool) for an s×s latent, built once per side."""
@@ -393,14 +394,7 @@ class TreeRing:
         if z0.ndim != 4 or z0.shape[-1] != z0.shape[-2]:
             raise ValueError(f"tree-ring keys need square latents (B, C, s, s), got {tuple(z0.shape)}; invert square "
                              "images (--size).")
-        if self.real:
-
-            z_T = invert_diffusion(self.pipeline, z0, [self.prompt] * len(z0), guidance_scale=self.guidance_scale,
-                                   steps=self.steps)
-        else:
-
-            unet = self.pipeline.unet
-            z_T = ddim_invert(unet, self.pipeline.scheduler, z0.to(unet.device, unet.dtype), self.steps)
+        z_T = self.ldm.invert_diffusion(z0, [self.prompt] * len(z0))
         z_T = z_T.float().cpu()
         keys, mask = self.keys(z_T.shape[-1])
         d = wm.distances(z_T, keys, mask, self.channel)

@@ -290,6 +290,14 @@ class GuidedLDM:
     def vae(self):
         return self.pipeline.vae
 
+    conditional = True  # the prompts reach the UNet (CFG)
+
+    @property
+    def description(self) -> str:
+        """One line for records (a job's settings): protocol, kind and where the pipeline came from."""
+        p = self.pipeline
+        return f"{p.protocol.name} ({p.protocol.kind}) from {p.source}"
+
     @property
     def name(self) -> str:
         return self.pipeline.protocol.name

@@ -113,6 +113,13 @@ class TinyLDM:
         """Wrap what ``load_profile("tiny")`` returns (a `decinv.core.models.TinyPipeline`), sampling with ``steps``."""
         return cls(pipeline.vae, pipeline.unet, pipeline.scheduler, steps, name)
 
+    conditional = False  # the tiny UNet takes no prompt
+
+    @property
+    def description(self) -> str:
+        """One line for records (a job's settings): which LDM and which diffusion inversion."""
+        return f"bundled LDM {self.name!r}, naive DDIM inversion"
+
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of the initial noise: the UNet's channels and sample size (4, 16, 16 for tiny v2)."""
