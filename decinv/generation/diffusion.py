@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
-from decinv.core import ambient
+from decinv.core import ambient, work
 from decinv.core.validation import UnsupportedConfigError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what DDIMScheduler and DDIMInverseScheduler both implement
@@ -171,7 +171,7 @@ def ddim_sample(unet: torch.nn.Module, scheduler: SchedulerMixin, z_T: torch.Ten
     sched.set_timesteps(steps, device=z_T.device)
     z, out = z_T, [z_T]
     with _guard(unet, z_T, what):
-        for i, t in enumerate(tqdm(sched.timesteps, desc="DDIM sample", disable=not progress)):
+        for i, t in enumerate(progress_bar(sched.timesteps, desc="DDIM sample", enabled=progress)):
             eps = unet(z, t).sample
             z = sched.step(eps, t, z, eta=0.0).prev_sample
             if after_step is not None:
@@ -199,13 +199,15 @@ def ddim_invert(unet: torch.nn.Module, scheduler: SchedulerMixin, z0: torch.Tens
     ``return_trajectory=True`` returns every latent as a `Trajectory` in *sampling*
     order (the inverse scheduler visits the sampling grid backwards, so the list is
     reversed): its ``z_0`` is the input itself and its ``z_T`` the returned z_T. ``what``: as for `ddim_sample`.
+    Each latent of z0 counts as one ``diffusion_inversion`` (`decinv.core.work`).
     """
     _check_inputs(z0, steps, scheduler, inverse=True)
+    work.add(work.DIFFUSION_INVERSION, len(z0))
     sched = DDIMInverseScheduler.from_config(scheduler.config)
     sched.set_timesteps(steps, device=z0.device)
     z, out = z0, [z0]
     with _guard(unet, z0, what):
-        for t in tqdm(sched.timesteps, desc="DDIM invert", disable=not progress):
+        for t in progress_bar(sched.timesteps, desc="DDIM invert", enabled=progress):
             eps = unet(z, t).sample
             z = sched.step(eps, t, z).prev_sample
             if return_trajectory:

@@ -8,7 +8,7 @@ import numbers
 
 import torch
 
-from decinv.core import ambient
+from decinv.core import ambient, work
 from decinv.core.measure import measure
 from decinv.core.solvers.anderson import anderson
 from decinv.core.solvers.encoder import encoder
@@ -213,10 +213,13 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
         x4 = x.detach().reshape(-1, *x.shape[-item:]).to(model.device, model.dtype)
         x4 = x4.clone() if x4.is_inference() else x4
         z_true4 = None if z_true is None else z_true.detach().reshape(-1, *z_true.shape[-item:]).to(model.device)
+        # decinv.core.work counts a gradient-free iteration's E(D(z)) where T evaluates it; a gradient-based one here
+        gradient = method == "gradient-adam"
+        kind = work.kind(gradient, model.dtype)
         with measure(model.device) as m:
             tracker = Tracker(steps, len(x4), method, model.device,
                               residual_kind=RESIDUAL_KIND.get(method, "latent ||T(z)||"), z_true=z_true4, tol=tol,
-                              callback=callback, progress=progress)
+                              callback=callback, progress=progress, work_kind=kind if gradient else None)
             try:
                 T = Operator(model, x4, model.encode(x4, chunk_size, check=False), chunk_size)
                 with torch.no_grad():
@@ -224,6 +227,7 @@ def invert(x: torch.Tensor, model, method: str = "gradfree-adam", steps: int | N
             except BaseException:  # an error (or Ctrl-C) inside a run: close its progress bar, then re-raise
                 tracker.bar.close()
                 raise
+        work.add(kind, (steps - tracker.iterations) * len(x4), skipped=True)  # a run that stopped early
     return InversionResult(
         z=z.reshape(*shape, *z.shape[1:]), trace=tracker.trace(), method=method, dtype=model.dtype,
         status=tracker.status, seconds=m.seconds, peak_memory_bytes=m.peak_memory_bytes,

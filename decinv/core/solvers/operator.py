@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from decinv.core import work
 from decinv.core.validation import check_images, check_integer, check_model
 
 
@@ -30,8 +31,9 @@ class Operator:
                 f"{type(getattr(self.model, 'vae', self.model)).__name__}, chunk_size={self.chunk_size})")
 
     def ed(self, z: torch.Tensor) -> torch.Tensor:
-        """E(D(z)): one decoder and one encoder forward pass."""
+        """E(D(z)): one decoder and one encoder forward pass (counted as work, `decinv.core.work`)."""
         m, c = self.model, self.chunk_size
+        work.add(work.kind(False, self.e.dtype), work.items(z, getattr(m, "temporal", False)))
         return m.encode(m.decode(z, c, check=False), c, check=False, finite=False)
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:

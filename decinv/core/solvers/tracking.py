@@ -1,6 +1,6 @@
 """The bookkeeping every iterative solver shares, kept out of the update rules (the operator T is in
-`decinv.core.solvers.operator`): the trace, progress bar, per-sample early stopping, the non-finite guard and the user
-callback."""
+`decinv.core.solvers.operator`): the trace, progress bar, per-sample early stopping, the non-finite guard, the user
+callback and the count of iterations run (`decinv.core.work`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from decinv.core import work
 from decinv.core.measure import synchronize
 from decinv.core.metrics import nmse_db
 from decinv.core.solvers.result import Trace
@@ -35,9 +36,14 @@ def norms(t: torch.Tensor) -> torch.Tensor:
 
 
 class Tracker:
+    """``work_kind``: the `decinv.core.work` kind each iteration adds, ``batch`` items of it, beyond the operator's own
+    count of T's evaluations (gradient-based Adam: ``"grad32"``/``"grad16"``, one D forward + backward per item);
+    None: none. ``iterations``: the iterations that ran, the one that found a non-finite value included."""
+
     def __init__(self, steps: int, batch: int, method: str, device, *, residual_kind: str, z_true=None, tol=None,
-                 callback=None, progress: bool = True):
+                 callback=None, progress: bool = True, work_kind: str | None = None):
         self.steps, self.batch, self.device, self.residual_kind = steps, batch, device, residual_kind
+        self.work_kind, self.iterations = work_kind, 0
         self.z_true, self.tol, self.callback = z_true, tol, callback
         self.bar = tqdm(total=steps, desc=method, disable=not progress, leave=False)
         self.active = None
@@ -50,6 +56,9 @@ class Tracker:
     def update(self, k: int, z_old: torch.Tensor, z_new: torch.Tensor, residual: torch.Tensor, lr: float,
                point: torch.Tensor | None = None, operator: torch.Tensor | None = None) -> torch.Tensor:
         """Accept (or refuse) iteration k's new iterate and record it; returns the iterate to continue from."""
+        self.iterations += 1
+        if self.work_kind is not None:
+            work.add(self.work_kind, self.batch)
         if self.tol is not None:
             done = residual < self.tol
             self.active = ~done if self.active is None else self.active & ~done
