@@ -198,8 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, TypeError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}{_command_line_fix(error)}", file=sys.stderr)
         return 2
+
+
+def _command_line_fix(error: Exception) -> str:
+    """The command-line spelling of a fix the library's message gives in Python (a missing model names
+    ``load_model('tiny')``); "" for other errors. The library is only imported once a command runs, so its
+    error class is looked up where it was loaded."""
+    models = sys.modules.get("decinv.core.models")
+    if models is None or not isinstance(error, models.ModelNotAvailableError):
+        return ""
+    return ("\nOn the command line: --model tiny (invert) or --profile tiny (watermark) runs the bundled model; "
+            "a local save_pretrained folder goes to --model (invert) or --source (watermark).")
 
 
 if __name__ == "__main__":

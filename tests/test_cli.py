@@ -81,3 +81,15 @@ def test_option_values_are_typed_and_checked_before_the_model_loads(tmp_path, sa
                  "-o", "lr=abc", "--out", str(tmp_path / "b")])
     assert code == 2 and "gradfree-adam option lr must be a finite number > 0, got 'abc'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_missing_model_names_the_command_line_fix(tmp_path, capsys, monkeypatch):
+    """The library's message says load_model('tiny'); on the command line the fix is --model tiny."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    code = main(["invert", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--model",
+                 "no-such-org/no-such-vae", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Cannot load the autoencoder" in err and "--model tiny" in err
+    assert main(["invert", str(tmp_path / "nothing.png"), "--out", str(tmp_path / "o2")]) != 0
+    assert "--model tiny" not in capsys.readouterr().err  # other errors get no such hint

@@ -18,6 +18,12 @@ def anderson(T, tracker, *, memory: int = 5, step_size: float = 0.5, reg: float 
         gamma_k = argmin_gamma ||f_k - dF gamma||^2 + lam ||gamma||^2,   lam = ``reg`` * tr(dF^T dF) / m_k
         z_{k+1} = G(z_k) - dG gamma_k
 
+    In the differences of the iterates and of T that the code keeps (and chapter 7 writes), dZ = [z_{j+1} - z_j]
+    and dT = [T(z_{j+1}) - T(z_j)], so dF = -rho dT and dG = dZ - rho dT; rho cancels in gamma and the step reads
+
+        gamma_k = argmin_gamma ||T(z_k) - dT gamma||^2 + lam ||gamma||^2,   lam = ``reg`` * tr(dT^T dT) / m_k
+        z_{k+1} = (z_k - dZ gamma_k) - rho (T(z_k) - dT gamma_k)            (`_propose`)
+
     With m_k = 0 this is the plain forward step (Eq. 8). Each image or frame solves its own small least-squares
     problem (batched, in float64): samples never mix. For a linear T(z) = A (z - z*) and unlimited memory the
     iterates are those of GMRES on A z = A z* up to one extra step of G, so an n-dimensional problem is solved
