@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
 from decinv.applications import watermark as wm
 from decinv.applications.watermark_pipelines import watermark_ldm
@@ -646,7 +646,7 @@ def _run_batches(batches, out: Path, model, method, steps, options, size, readou
     metadata = {"format": FORMAT, "settings": json.dumps(settings)}
     total = sum(len(b.sources) for b in batches)
     desc = "invert" if group.world == 1 else f"invert (rank 0 of {group.world})"
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc=desc, unit="img", enabled=progress, dynamic_ncols=True)
     bad = 0
     last = [0.0]
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from decinv.core.progress import progress_bar
 
 from decinv.applications import watermark as wm
 from decinv.core.measure import measure
@@ -208,7 +208,7 @@ def ddim_invert_guided(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: f
     with pipeline.guard("ddim_invert_guided"):
         cond, uncond = _embeddings(pipe, prompts, w > 1.0)
         z = z0.to(pipe.unet.device, pipe.unet.dtype)
-        for k in tqdm(range(steps - 1, -1, -1), desc="DDIM inversion", disable=not progress):
+        for k in progress_bar(range(steps - 1, -1, -1), desc="DDIM inversion", enabled=progress):
             eps = guided_output(pipe.unet, z, timesteps[k], cond, uncond, w)
             scale_next, scale_k = math.sqrt(1 + sigmas[k + 1] ** 2), math.sqrt(1 + sigmas[k] ** 2)
             z = (z * scale_next + (sigmas[k] - sigmas[k + 1]) * eps) / scale_k
@@ -491,8 +491,7 @@ def run_watermark(pipeline, prompts, *, seed: int = 0, methods=PAPER_METHODS, di
     z_T_all = torch.cat([watermarked_noises(ldm, seed + i, keys, mask, channel) for i in range(len(prompts))])
     prompt_of = [p for p in prompts for _ in range(3)]
     generated = []
-    bar = tqdm(total=len(z_T_all), desc=f"watermark {ldm.name}",  # $TQDM_DISABLE applies
-               **({} if progress else {"disable": True}))
+    bar = progress_bar(total=len(z_T_all), desc=f"watermark {ldm.name}", enabled=progress)
     for start in range(0, len(z_T_all), batch):
         texts = prompt_of[start:start + batch]
         x, z0 = ldm.generate(z_T_all[start:start + batch], texts)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import MIB, instances, invert_clocked, model_info, native_size, ratio_row, resolve_model
@@ -75,7 +75,7 @@ def curves(result) -> dict:
 
 def _one_pass(x, z_true, model, labels: dict, steps: int, progress: bool, desc: str, repeat: int = 1) -> dict:
     runs = {}
-    for label, (method, opts) in tqdm(labels.items(), desc=desc, disable=not progress):
+    for label, (method, opts) in progress_bar(labels.items(), desc=desc, enabled=progress):
         reps = [invert_clocked(x, model, method, steps, z_true=z_true, **opts) for _ in range(repeat)]
         r = reps[0]  # the iterates are deterministic; only the clocks differ between repeats
         r.trace.seconds = np.median([q.trace.seconds for q in reps], axis=0)

@@ -9,7 +9,7 @@ import copy
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
@@ -46,7 +46,7 @@ def dtype_suite(model="tiny", *, device="auto", batch: int = 2, size: int | None
     x, z_true = pan_images(base, batch, size)
     runs = {}
     jobs = [(m, d) for m in ("gradfree-adam", "gradient-adam") for d in dtypes]
-    for method, name in tqdm(jobs, desc="dtype", disable=not progress):
+    for method, name in progress_bar(jobs, desc="dtype", enabled=progress):
         with quiet_diffusers():
             m = base if name == "fp32" else copy.deepcopy(base).to(device, DTYPES[name])
         invert_clocked(x, m, method, 2, z_true=z_true)  # warm-up

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
@@ -74,7 +74,7 @@ def overhead(model="tiny", *, device="auto", batch: int = 16, size: int | None =
                            "gradfree_step_seconds", "gradient_step_seconds", "gradfree_total_seconds",
                            "gradient_total_seconds", "bare_ED_cpu_seconds", "bare_Dfb_cpu_seconds",
                            "gradfree_per_iter_cpu", "gradient_per_iter_cpu")}
-    for _ in tqdm(range(repeat), desc="overhead", disable=not progress):
+    for _ in progress_bar(range(repeat), desc="overhead", enabled=progress):
         for bare, key, method, short in ((bare_ed, "bare_ED", "gradfree-adam", "gradfree"),
                                          (bare_dfb, "bare_Dfb", "gradient-adam", "gradient")):
             for wall, cpu in (timed(bare, device) for _ in range(inner)):

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
@@ -113,7 +113,7 @@ def tradeoff(model="tiny", *, device="auto", n: int = 32, seed: int = 0, size: i
     jobs = [j for pair in itertools.zip_longest(grad_jobs, free_jobs) for j in pair if j is not None]
     points = {"gradient-adam": {name: [] for name, *_ in gradient_settings}, "gradfree-adam": {"0.01 scheduled": []}}
     runs = []
-    for method, name, lr, sched, k in tqdm(jobs, desc="tradeoff", disable=not progress):
+    for method, name, lr, sched, k in progress_bar(jobs, desc="tradeoff", enabled=progress):
         reps = []
         for _ in range(repeat):
             opts = {"schedule_cap": cap} if method == "gradfree-adam" else {}

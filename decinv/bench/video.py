@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
@@ -64,7 +64,7 @@ def video(model="tiny", *, device="auto", frames=(1, 2, 4, 8, 16, 32), size: int
     rows = []
     jobs = [(f, m, c) for f in frames for m in methods for c in chunk_sizes]
     clips = {}
-    for f, method, chunk in tqdm(jobs, desc="video", disable=not progress):
+    for f, method, chunk in progress_bar(jobs, desc="video", enabled=progress):
         if f not in clips:
             clips.clear()
             clips[f] = pan_clip(model, f, size)

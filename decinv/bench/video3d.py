@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
@@ -88,7 +88,7 @@ def video3d(model="tiny", *, device="auto", frames=(1, 9, 17, 33, 65), size: int
         invert_videos(warm, model, method, 2)
     rows = []
     jobs = [(f, method, rep) for f in frames for method in METHODS_COMPARED for rep in range(repeat)]
-    for f, method, rep in tqdm(jobs, desc="video3d", disable=not progress):
+    for f, method, rep in progress_bar(jobs, desc="video3d", enabled=progress):
         x = torch.rand(1, f, 3, size, size, generator=torch.Generator().manual_seed(f)) * 2 - 1
         m, cpu = invert_videos(x, model, method, steps)  # an InversionResult: z finite, status true
         trace = m.trace

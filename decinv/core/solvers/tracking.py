@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from decinv.core.progress import progress_bar
 
 from decinv.core import work
 from decinv.core.measure import synchronize
@@ -45,7 +45,7 @@ class Tracker:
         self.steps, self.batch, self.device, self.residual_kind = steps, batch, device, residual_kind
         self.work_kind, self.iterations = work_kind, 0
         self.z_true, self.tol, self.callback = z_true, tol, callback
-        self.bar = tqdm(total=steps, desc=method, disable=not progress, leave=False)
+        self.bar = progress_bar(total=steps, desc=method, enabled=progress, leave=False)
         self.active = None
         self.info: dict = {}
         self.status = "completed"
