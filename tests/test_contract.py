@@ -499,13 +499,13 @@ def test_an_error_inside_a_run_closes_its_progress_bar(monkeypatch):
     from decinv.core.solvers import tracking
 
     bars = []
-    original = tracking.tqdm
+    original = tracking.progress_bar
 
     def recording(*args, **kwargs):
         bars.append(original(*args, **kwargs))
         return bars[-1]
 
-    monkeypatch.setattr(tracking, "tqdm", recording)
+    monkeypatch.setattr(tracking, "progress_bar", recording)
     x = torch.zeros(1, 3, 8, 8)
     with pytest.raises(ValueError, match="eps"):
         decinv.invert(x, model_for("kl", torch.float32), "gradfree-adam", 2, master_dtype="float16", eps=1e-8,
@@ -524,3 +524,30 @@ def test_the_command_line_refuses_encoder_iterations_before_loading(saved_model,
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: the encoder baseline takes no iterations") and \
         not (tmp_path / "out").exists()
+
+
+def test_images_in_zero_one_warn_and_a_job_of_bright_files_does_not(tmp_path):
+    """[0, 1] images are in range but almost always a missed 2x - 1: invert, operator and encode warn (naming the
+    fix); images with any value below 0 do not; a dataset job, which maps files to [-1, 1] itself, does not."""
+    import warnings
+
+    from PIL import Image
+
+    from decinv.applications import jobs
+    from decinv.core.validation import ImageRangeWarning
+
+    model = decinv.load_model("tiny")
+    x01 = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for call in (lambda x: decinv.invert(x, model, "forward-step", 1, progress=False),
+                 lambda x: decinv.operator(model, x), model.encode):
+        with pytest.warns(ImageRangeWarning, match=r"2 \* x - 1"):
+            call(x01)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ImageRangeWarning)
+            call(2 * x01 - 1)
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.full((16, 16, 3), 230, np.uint8)).save(tmp_path / "imgs" / "white.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ImageRangeWarning)
+        summary = jobs.run_job([str(tmp_path / "imgs")], tmp_path / "out", model, steps=1, progress=False)
+    assert summary.ok == 1

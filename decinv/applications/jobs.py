@@ -77,7 +77,7 @@ from decinv.core.images import BadImageError, load_image, probe
 from decinv.core.measure import jsonable
 from decinv.core.metrics import psnr
 from decinv.core.solvers import METHODS, invert, method_options
-from decinv.core.validation import resolve_device
+from decinv.core.validation import ImageRangeWarning, resolve_device
 
 FORMAT = "decinv-job/1"
 MAX_EXIT_STATUS = 100  # the exit status is the number of inputs that were not inverted, capped here
@@ -553,7 +553,9 @@ def _invert_batch(batch: Batch, model, method: str, steps: int, options: dict, s
     for row in good:
         row["status"], row["shape"] = "failed", list(x.shape[1:])
     try:
-        result = invert(x, model, method, steps, progress=False, callback=on_step, **options)
+        with warnings.catch_warnings():  # load_image mapped the files to [-1, 1]: bright ones are not a mistake
+            warnings.simplefilter("ignore", ImageRangeWarning)
+            result = invert(x, model, method, steps, progress=False, callback=on_step, **options)
         checks = _checks(model, x, result.z)
         z_T, readouts = readout(result.z) if readout is not None else (None, None)
     except torch.OutOfMemoryError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import torch
 
@@ -51,13 +52,26 @@ def _check_tensor(t, what: str, channels: int, channel_name: str) -> None:
         raise ValueError(f"{what} contains NaN or infinite values; clean the input first.")
 
 
+class ImageRangeWarning(UserWarning):
+    """Images that all lie in [0, 1]: probably not yet mapped to the autoencoder's [-1, 1] (see `check_images`)."""
+
+
 def check_images(x, downsample: int = 1) -> None:
-    """Images (B, 3, H, W) or video (B, F, 3, H, W), float, finite, in [-1, 1], sides divisible by the VAE's factor."""
+    """Images (B, 3, H, W) or video (B, F, 3, H, W), float, finite, in [-1, 1], sides divisible by the VAE's factor.
+
+    Out-of-range values raise ValueError. Images in [0, 1] are in range but are almost always a missed conversion
+    (torchvision's ``ToTensor`` and PIL/255 give [0, 1]; the autoencoders expect ``2 x - 1``): when every image of
+    the batch has no value below 0 (no pixel darker than mid-grey in [-1, 1], rare for photographs), an
+    `ImageRangeWarning` says so. Silence it for deliberately bright images with
+    ``warnings.simplefilter("ignore", decinv.core.validation.ImageRangeWarning)``."""
     _check_tensor(x, "images", 3, "3")
     low, high = float(x.detach().min()), float(x.detach().max())
     if low < -1.001 or high > 1.001:
         hint = " They look like 0-255 pixel values: use x / 127.5 - 1." if high > 2 else ""
         raise ValueError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}].{hint}")
+    if low >= 0 and high > 0:
+        warnings.warn(f"every image lies in [0, 1] (values in [{low:.3g}, {high:.3g}]); decinv expects [-1, 1]. If "
+                      "these are [0, 1] images, pass 2 * x - 1.", ImageRangeWarning, stacklevel=3)
     h, w = x.shape[-2:]
     if h % downsample or w % downsample:
         raise ValueError(f"image size {h}x{w} is not divisible by the autoencoder's downsampling factor "
