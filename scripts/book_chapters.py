@@ -11,14 +11,21 @@ others, why not; ``scripts/build_book.py --profile`` (``make book PROFILE=... DE
 GPU run times are **estimates from the paper's own timings**, never measurements: the per-iteration cost of each
 method is the least-squares slope of runtime against iterations in the paper's Table S1 (seconds per image, or per
 video for LaVie, on the paper's GPUs: RTX 3090 Ti for SD 2.1, A100 for LaVie, RTX 3090 for InstaFlow), and a
-chapter's cost is that slope times the inversion iterations its code runs at the given parameters (`workload`).
-Forward-step, inertial-KM and Anderson iterations evaluate the same E(D(z)) as a gradient-free Adam iteration and are
-costed as one; extra E(D(z)) evaluations a chapter makes for its analysis (e.g. the cocoercivity ratios of the
-gradient-based paths) are counted the same way. The watermark chapter's diffusion inversions (and the encoding before
-them) are costed at Table 2's encoder runtime per image, which measured exactly that. Not included: loading, the first encoding, decoding for figures,
-and generating the instances (the paper reports no generation times, so that part is "not estimated"; the number of
-UNet evaluations it needs is given instead). The paper's 32-bit gradient-free runtimes include its code's fresh fp32
-copy of the VAE at every iteration (see the GPU page), so decinv's 32-bit runs should be faster than estimated.
+chapter's cost is that slope times the work its code does at the given parameters, run with ``device="cuda"``
+(`workload`, in the units `decinv.core.work` counts: items × iterations per kind, an item being an image or a video
+frame). Forward-step, inertial-KM and Anderson iterations evaluate the same E(D(z)) as a gradient-free Adam iteration
+and are costed as one; extra E(D(z)) evaluations a chapter makes for its analysis (e.g. the cocoercivity ratios, T
+at a run's last iterate) are counted the same way; a 16-bit gradient-based iteration is costed as a 32-bit one (the
+paper has no such runtime). The watermark chapter's diffusion inversions (and the encoding before them) are costed
+at Table 2's encoder runtime per image, which measured exactly that. Not included: loading, the first encoding,
+decoding for figures, and generating the instances (the paper reports no generation times, so that part is "not
+estimated"; the number of UNet evaluations it needs is given instead). The paper's 32-bit gradient-free runtimes
+include its code's fresh fp32 copy of the VAE at every iteration (see the GPU page), so decinv's 32-bit runs should be
+faster than estimated.
+
+`workload` is a hand model of each chapter's loops; tests/test_notebooks.py checks it, kind by kind, against the
+work `decinv.core.work` counts while each estimated chapter runs in smoke mode. Chapter 9's setup check calls the
+autoencoder directly (nothing there is counted), so its model is checked only by reading the chapter.
 """
 
 from __future__ import annotations
@@ -91,16 +98,20 @@ def per_iteration_seconds(paper_model: str) -> dict:
 
 
 def unit_costs(paper_model: str) -> dict:
-    """Seconds per instance-iteration for the three cost classes: ``free32``/``free16`` (one E(D(z)) in 32/16 bits:
-    gradient-free Adam, forward step, inertial KM, Anderson) and ``grad32`` (D forward + backward, gradient-based
-    Adam; the mean of the paper's two learning-rate settings, which cost the same); and ``diffusion_inversion``,
-    seconds per image to encode it and invert the diffusion (50 guided DDIM steps for SD 2.1, 100 backward-Euler
-    iterations for InstaFlow): Table 2's encoder runtime, which is exactly that (NaN for LaVie, not in Table 2)."""
+    """Seconds per instance and unit of work, for each kind of `WORK_KINDS`: ``free32``/``free16`` (one E(D(z)) in
+    32/16 bits: an iteration of gradient-free Adam, forward step, inertial KM or Anderson, or an extra evaluation)
+    and ``grad32`` (D forward + backward, gradient-based Adam; the mean of the paper's two learning-rate settings,
+    which cost the same) per iteration; ``grad16`` costed as ``grad32`` (the paper has no 16-bit gradient-based
+    runtime: its Adam state underflows, "unimplementable"); and ``diffusion_inversion``, seconds per image to encode
+    it and invert the diffusion (50 guided DDIM steps for SD 2.1, 100 backward-Euler iterations for InstaFlow):
+    Table 2's encoder runtime, which is exactly that (NaN for LaVie, not in Table 2). An instance is an image, or a
+    video for LaVie."""
     from decinv.applications.watermark_pipelines import PAPER_TABLE2
 
     s = per_iteration_seconds(paper_model)
+    grad32 = (s[("gradient-adam", 32, "0.1 sched")][0] + s[("gradient-adam", 32, "0.01 fixed")][0]) / 2
     return {"free32": s[("gradfree-adam", 32, "0.01 sched")][0], "free16": s[("gradfree-adam", 16, "0.01 sched")][0],
-            "grad32": (s[("gradient-adam", 32, "0.1 sched")][0] + s[("gradient-adam", 32, "0.01 fixed")][0]) / 2,
+            "grad32": grad32, "grad16": grad32,
             "diffusion_inversion": PAPER_TABLE2.get(paper_model, {}).get("runtime (s)", {}).get("Encoder", math.nan)}
 
 
@@ -121,63 +132,93 @@ def notebook_defaults(name: str, root: Path | None = None) -> dict:
     return out
 
 
-def _shared_runs(iterations, cap):
-    """Chapter 4's grouping: scheduled horizons sharing min(k, cap) are read off one run of the longest length."""
-    horizon = (lambda k: min(k, cap)) if cap else (lambda k: k)
-    return sorted({max(j for j in iterations if horizon(j) == horizon(k)) for k in iterations})
+WORK_KINDS = ("free32", "free16", "grad32", "grad16", "diffusion_inversion")
+"""The kinds of work `workload` predicts and `decinv.core.work` counts; each has a unit cost (`unit_costs`)."""
 
 
 def workload(chapter: str, p: dict, frames: int = 0) -> dict:
-    """Instance-iterations per cost class (``free32``, ``free16``, ``grad32``) that ``chapter``'s code runs with
-    parameters ``p`` (its parameters cell's names), and ``instances`` generated. ``frames``: frames per instance of a
-    video profile (chapter 4's video-memory runs count frames; F of them make one instance); 0 for images."""
-    w = {"free32": 0.0, "free16": 0.0, "grad32": 0.0, "diffusion_inversion": 0.0}
-    per_frame = 1 / frames if frames else 1.0
+    """The work ``chapter``'s code does with parameters ``p`` (its parameters cell's names and values, after its
+    smoke reductions when ``smoke``), in `decinv.core.work`'s units: items × iterations per kind of `WORK_KINDS`
+    (``free32``/``free16``: one E(D(z)) per item, solver iteration or extra evaluation; ``grad32``/``grad16``: one
+    D forward + backward; ``diffusion_inversion``: latents inverted), every run counted to its full length (what
+    ``count_work().asked()`` reports; a run that stops early does less), and ``instances`` generated.
+
+    ``frames``: F of a video profile (0 for images). An item is an image, or a frame: the chapters flatten each
+    generated clip into its F frames and invert those as images (`decinv.generation.instances.Instances.frames`), so
+    their counts are F times the clips' (``p`` keeps the parameters cell's clip counts); `estimate` divides by F to
+    cost frames at the paper's per-video runtimes. Not counted, as by `decinv.core.work`: the first encodings,
+    decoding for figures, generation, and the chapters' direct autoencoder calls (chapter 4's one 16-bit gradient
+    by hand on ``n_images_fp16`` images, chapter 9's timed calls, which are counted here by reading its code).
+
+    tests/test_notebooks.py runs every estimated chapter in smoke mode under ``count_work`` and checks this
+    against the count."""
+    from decinv.analysis.grid import runs_for
+
+    w = dict.fromkeys(WORK_KINDS, 0)
+    f = frames or 1  # items per generated instance
     if chapter == "01_motivation":
-        n = p["n_images"]
-        w["free32"] = 2 * n * p["steps"]  # gradient-free Adam and forward step
-        instances = n
+        n = p["n_images"] * f
+        # gradient-free Adam and forward step; T.ed(z*), and ||T|| at z* and at each run's last iterate
+        w["free32"] = 2 * n * p["steps"] + 4 * n
+        instances = p["n_images"]
     elif chapter == "02_cocoercivity":
-        n, na = p["n_images"], min(p["n_images_adam"], p["n_images"])
+        n, na = p["n_images"] * f, min(p["n_images_adam"], p["n_images"]) * f
         window_adam = min(p["k_window_adam"], p["steps_inf_adam"] - 1)
-        w["free32"] = 2 * n * p["steps_inf"] + na * (window_adam + 1)  # FSM, KM; E(D) on the grad-based path
-        w["free32" if p["adam_bits"] == 32 else "free16"] += na * p["steps_inf_adam"]
+        # forward step and KM, each with T at its z_inf; the gradient-based path's E(D) at p_0..p_window and z_inf
+        w["free32"] = 2 * (n * p["steps_inf"] + n) + na * (window_adam + 1) + na
+        w["free32" if p["adam_bits"] == 32 else "free16"] += na * p["steps_inf_adam"] + na  # grad-free Adam, T(z_inf)
         w["grad32"] = na * p["steps_inf_adam"]
-        instances = n
+        instances = p["n_images"]
     elif chapter == "03_fsm_km":
+        n, n_probe, n_sweep = (p[k] * f for k in ("n_images", "n_probe", "n_sweep"))
         table = [t for t in p["table_iterations"] if t <= p["steps"]]
-        w["free32"] = (p["n_probe"] * p["probe_steps"] + len(p["sweep_factors"]) * p["n_sweep"] * p["sweep_steps"]
-                       + 4 * p["n_images"] * p["steps"] + p["n_images"] * sum(table))
+        sweeps = len(p["sweep_factors"])
+        w["free32"] = (n_probe * (p["probe_steps"] + 1)  # the probe run and T at its end
+                       + n_sweep * (1 + sweeps * (p["sweep_steps"] + 1))  # T(z_0); per step: the run, T at its end
+                       + 4 * n * p["steps"] + n * sum(table))  # FSM and three KM settings; Adam per table column
         instances = max(p["n_images"], p["n_probe"], p["n_sweep"])
     elif chapter == "04_adam_scheduling":
-        n, n16, cap = p["n_images"], min(p["n_images_fp16"], p["n_images"]), p["schedule_cap"]
-        w["grad32"] = n * sum(p["grad_iterations"]) + n * max(p["grad_iterations"])  # scheduled runs; one fixed
-        w["grad32"] += n16 * 5 + 3 * p["memory_steps"]  # the 16-bit gradient-based attempt; the memory runs
-        w["free32"] = n * sum(_shared_runs(p["free_iterations"], cap))  # the scheduled grid
-        w["free32"] += n16 * sum(p["fp16_iterations"])  # the 32-bit runs beside the 16-bit ones
-        w["free32"] += len(p["ablation_lrs"]) * n * max(p["free_iterations"]) + 3 * p["memory_steps"]
-        w["free16"] = n16 * sum(_shared_runs(p["fp16_iterations"], cap)) + 3 * p["memory_steps"]
-        video = 2 * p["video_steps"] * sum(p["video_frames"]) * per_frame  # chunked and not, per method
+        n, n16, cap = p["n_images"] * f, min(p["n_images_fp16"], p["n_images"]) * f, p["schedule_cap"]
+        runs = lambda iterations, schedule: sum(runs_for(iterations, schedule, cap))  # grid.sweep's runs
+        # gradient-based grid: warm-up + cosine, one run per K; fixed lr, one run read off at every K
+        w["grad32"] = n * (runs(p["grad_iterations"], "warmup-cosine") + runs(p["grad_iterations"], None))
+        w["grad16"] = n16 * 5  # the 16-bit attempt (5 iterations asked; its Adam state underflows at once)
+        w["free32"] = n * runs(p["free_iterations"], "paper")  # the scheduled gradient-free grid
+        w["free32"] += n16 * sum(set(p["fp16_iterations"]))  # 32-bit runs beside the 16-bit ones, one per K
+        w["free32"] += len(set(p["ablation_lrs"])) * n * max(p["free_iterations"])  # fixed lrs: one run each
+        w["free16"] = n16 * runs(p["fp16_iterations"], "paper") + n16  # the 16-bit grid; T(z_0) by hand
+        for kind in ("grad32", "free32", "free16"):
+            w[kind] += 3 * p["memory_steps"]  # three one-image peak-memory runs per setting
+        video = 2 * p["video_steps"] * sum(p["video_frames"])  # one clip per length, chunked and not, per method
         w["free32"] += video
         w["grad32"] += video
-        instances = n
+        instances = p["n_images"]
     elif chapter == "05_watermark":
-        # the real-model section: 3 images per prompt, each decoder-inverted by the encoder, gradient-based and
-        # gradient-free Adam, then diffusion-inverted once per method and once more for the true z_0 (oracle row)
-        images = 3 * p["n_images"]
-        w["free32"] = w["grad32"] = images * p["dinv_steps"]
-        w["diffusion_inversion"] = images * 4
-        instances = images
+        from decinv.applications.watermark_pipelines import MEMORY_PROBE_ITERATIONS
+
+        # run_watermark on each of the two discs: 3 images per prompt, each inverted by the encoder and by gradient-
+        # based and gradient-free Adam, then diffusion-inverted once per method and once more from the true z_0 (the
+        # oracle row). On the tiny LDM all images go in one batch, and the per-image peak memory is measured apart on
+        # one image: each method again with min(dinv_steps, 5) iterations and one diffusion inversion.
+        images, d = 3 * p["n_images"], p["dinv_steps"]
+        probe = int(p["profile"] in TINY and images > 1)
+        per_disc = images * d + probe * min(d, MEMORY_PROBE_ITERATIONS)
+        w["free32"] = w["grad32"] = 2 * per_disc
+        w["diffusion_inversion"] = 2 * (4 * images + 3 * probe)
+        w["diffusion_inversion"] += len(p["noise_levels"]) * images  # the sensitivity check (read_back per level)
+        instances = 3 * images  # the two discs' images and the unwatermarked reference
     elif chapter == "07_anderson":
-        w["free32"] = p["n_images"] * p["steps"] * (2 + len(p["memories"]))  # Adam, forward step, Anderson per m
+        w["free32"] = p["n_images"] * f * p["steps"] * (2 + len(p["memories"]))  # Adam, forward step, Anderson per m
         instances = p["n_images"]
     elif chapter == "09_gpu":
-        # the setup check: warm-up + repeats of one E(D) and one D forward+backward on n_images instances
-        calls = p["n_images"] * (p["repeats"] + 1)
-        w["free32"], w["grad32"], w["free16"] = 2 * calls, 2 * calls, calls  # (timed twice: warm-up of both runs)
+        # the setup check, on n_images instances of random latents: one E(D) and one D forward + backward before
+        # timing, then per timed operation a warm-up and `repeats` calls; the 16-bit E(D) is timed on CUDA only
+        images = p["n_images"] * f
+        w["free32"] = w["grad32"] = images * (p["repeats"] + 2)
+        w["free16"] = images * (p["repeats"] + 1) if str(p["device"]).startswith("cuda") else 0
         instances = 0
     else:
-        raise ValueError(f"no workload model for chapter {chapter!r}; known: 01-06, 08.")
+        raise ValueError(f"no workload model for chapter {chapter!r}; known: {', '.join(ESTIMATED_CHAPTERS)}.")
     return {**w, "instances": instances}
 
 
@@ -192,22 +233,28 @@ def generation_unet_calls(profile: str) -> int:
 
 
 def estimate(chapter: str, profile: str, params: dict | None = None, root: Path | None = None) -> dict:
-    """Estimated GPU seconds of ``chapter``'s inversions for ``profile`` at its defaults updated by ``params``.
+    """Estimated GPU seconds of ``chapter``'s inversions for ``profile`` at its defaults, run with ``profile`` and
+    ``device="cuda"``, updated by ``params``.
 
-    Returns a dict: ``inversion_s`` (the estimate), ``by_class`` (seconds per cost class), ``instances`` (generated),
-    ``generation`` ("not estimated", with the UNet calls it needs), ``basis`` (the paper model and GPU)."""
+    Returns a dict: ``inversion_s`` (the estimate), ``by_class`` (seconds per kind of work), ``iterations`` (items ×
+    iterations per solver kind, `workload`; frames on a video profile), ``diffusion_inversions``, ``instances``
+    (generated: images, or clips), ``generation`` ("not estimated", with the UNet calls it needs), ``basis`` (the
+    paper model and GPU)."""
     if profile not in PAPER_MODEL:
         raise ValueError(f"GPU estimates exist for {', '.join(PAPER_MODEL)} (the paper's models), not {profile!r}.")
     from decinv.generation.experiments import get_profile
 
-    p = {**notebook_defaults(chapter, root), **(params or {})}
+    p = {**notebook_defaults(chapter, root), "profile": profile, "device": "cuda", **(params or {})}
     paper = PAPER_MODEL[profile]
     costs = unit_costs(paper)
-    w = workload(chapter, p, get_profile(profile).frames)
-    by_class = {k: w[k] * costs[k] for k in costs if w[k]}  # a class the chapter never runs costs nothing
+    frames = get_profile(profile).frames
+    w = workload(chapter, p, frames)
+    # the paper's LaVie costs are per video: a frame costs 1/F of one (a diffusion inversion is per image)
+    per_item = {k: (1 / frames if frames and k != "diffusion_inversion" else 1) for k in costs}
+    by_class = {k: w[k] * costs[k] * per_item[k] for k in costs if w[k]}  # a kind the chapter never runs costs 0
     calls = generation_unet_calls(profile) * w["instances"]
     return {"chapter": chapter, "profile": profile, "inversion_s": sum(by_class.values()), "by_class": by_class,
-            "iterations": {k: w[k] for k in ("free32", "free16", "grad32")},
+            "iterations": {k: w[k] for k in WORK_KINDS if k != "diffusion_inversion"},
             "diffusion_inversions": w["diffusion_inversion"], "instances": w["instances"], "unet_calls": calls,
             "generation": f"not estimated ({calls} UNet evaluations)" if calls else "none",
             "basis": f"paper Table S1, {paper} on {PAPER_GPU[paper]}"}

@@ -194,17 +194,23 @@ def test_per_iteration_costs_are_the_slopes_of_table_s1():
 
 def test_chapter_estimates_count_the_chapters_iterations():
     e = chapters.estimate("01_motivation", "sd21", {"n_images": 10, "steps": 30})
-    assert e["iterations"] == {"free32": 600, "free16": 0, "grad32": 0}  # Adam and forward step, 10 x 30 each
-    assert math.isclose(e["inversion_s"], 600 * chapters.unit_costs("SD2.1")["free32"])
+    # Adam and forward step, 10 x 30 each, and 4 more E(D) per image: T.ed(z*), ||T|| at z* and at both runs' ends
+    assert e["iterations"] == {"free32": 640, "free16": 0, "grad32": 0, "grad16": 0}
+    assert math.isclose(e["inversion_s"], 640 * chapters.unit_costs("SD2.1")["free32"])
     assert e["instances"] == 10 and e["unet_calls"] == 500 and e["generation"].startswith("not estimated")
     w = chapters.workload("04_adam_scheduling", {**chapters.notebook_defaults("04_adam_scheduling"),
                                                  "video_frames": [16], "video_steps": 1}, frames=16)
     defaults = chapters.notebook_defaults("04_adam_scheduling")
     n = defaults["n_images"]
-    assert w["free32"] >= n * (20 + 50 + 200)  # 100 and 200 share one 200-iteration run (schedule cap 100)
+    # counted in frames (16 per clip); 100 and 200 share one 200-iteration run (schedule cap 100)
+    assert w["free32"] >= 16 * n * (20 + 50 + 200)
     video = chapters.estimate("07_anderson", "sd14-video")
-    clips = chapters.notebook_defaults("07_anderson")["n_images"]  # its n_images counts clips on a video profile
+    d = chapters.notebook_defaults("07_anderson")
+    clips = d["n_images"]  # its n_images counts clips on a video profile
     assert "LaVie" in video["basis"] and video["unet_calls"] == 50 * clips
+    frames = clips * 16 * d["steps"] * (2 + len(d["memories"]))  # Adam, forward step, one Anderson per memory
+    assert video["iterations"]["free32"] == frames  # a frame is an item; LaVie's costs are per 16-frame video
+    assert math.isclose(video["inversion_s"], frames / 16 * chapters.unit_costs("LaVie")["free32"])
     table = chapters.estimates_table()
     assert set(table["profile"]) == {"sd21", "sd15", "sd14-video"} and (table["estimated inversion time (min)"] > 0).all()
     with pytest.raises(ValueError, match="GPU estimates"):
@@ -268,12 +274,20 @@ def test_make_book_default_is_unchanged_and_profile_is_one_switch():
 
 
 def test_the_watermark_chapter_is_costed_from_table_2_and_only_for_image_profiles():
-    e = chapters.estimate("05_watermark", "sd21", {"n_images": 2, "dinv_steps": 100})
+    e = chapters.estimate("05_watermark", "sd21", {"n_images": 2, "dinv_steps": 100, "noise_levels": [-20, -10]})
     costs = chapters.unit_costs("SD2.1")
-    assert e["iterations"] == {"free32": 600, "free16": 0, "grad32": 600} and e["diffusion_inversions"] == 24
-    assert math.isclose(e["inversion_s"], 600 * (costs["free32"] + costs["grad32"]) + 24 * 5.66)
-    # the per-image total lands near Table 2's three runtimes plus one more diffusion inversion (the oracle row)
-    assert abs(e["inversion_s"] / 6 - (5.66 + 38.0 + 22.9 + 5.66)) < 3
+    # both discs: 6 images each, inverted 100 times by each Adam, then 4 diffusion inversions per image (one per
+    # method and the oracle's); the sensitivity check inverts the 6 images once per noise level
+    assert e["iterations"] == {"free32": 1200, "free16": 0, "grad32": 1200, "grad16": 0}
+    assert e["diffusion_inversions"] == 2 * 24 + 2 * 6 and e["instances"] == 18  # and the unwatermarked reference
+    assert math.isclose(e["inversion_s"], 1200 * (costs["free32"] + costs["grad32"]) + 60 * 5.66)
+    # per image and disc, the total lands near Table 2's three runtimes plus one more diffusion inversion (oracle)
+    per_image = (e["inversion_s"] - 12 * 5.66) / 12
+    assert abs(per_image - (5.66 + 38.0 + 22.9 + 5.66)) < 3
+    # on the tiny LDM all images go in one batch and each method's per-image memory is probed apart on one image
+    tiny = chapters.workload("05_watermark", {**chapters.notebook_defaults("05_watermark"), "n_images": 2,
+                                              "dinv_steps": 100, "noise_levels": []})
+    assert tiny["free32"] == tiny["grad32"] == 2 * (600 + 5) and tiny["diffusion_inversion"] == 2 * (24 + 3)
     table = chapters.estimates_table()
     assert set(table[table["chapter"] == "05_watermark"]["profile"]) == {"sd21", "sd15"}
 
