@@ -337,3 +337,16 @@ def test_read_back_classifies_the_diffusion_inversion_in_chunks():
     pred, z_T_hat = wp.read_back(ldm, z0, [""] * 3, keys, mask, batch=2)
     assert torch.equal(pred, wm.classify(ldm.invert_diffusion(z0).float(), keys, mask))
     torch.testing.assert_close(z_T_hat, ldm.invert_diffusion(z0).float(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["sd21", "flow"])
+def test_diffusion_inversions_are_counted_as_work(which, request):
+    """Each latent a real pipeline's diffusion inversion takes counts once (`decinv.core.work`), as the tiny LDM's
+    ddim_invert does: the GPU estimates cost chapter 5 by this count."""
+    from decinv.core import work
+
+    pipe = request.getfixturevalue(which)
+    z0 = torch.randn(2, *wp.latent_shape(pipe), generator=torch.Generator().manual_seed(0))
+    with work.count_work() as w:
+        wp.invert_diffusion(pipe, z0, PROMPTS[:2], steps=2, iterations=2)
+    assert dict(w.done) == {work.DIFFUSION_INVERSION: 2}

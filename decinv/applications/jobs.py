@@ -69,13 +69,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from decinv.core.progress import progress_bar
 
 from decinv.applications import watermark as wm
 from decinv.applications.watermark_pipelines import watermark_ldm
 from decinv.core.images import BadImageError, load_image, probe
 from decinv.core.measure import jsonable
 from decinv.core.metrics import psnr
+from decinv.core.progress import progress_bar
 from decinv.core.solvers import METHODS, invert, method_options
 from decinv.core.validation import ImageRangeWarning, resolve_device
 

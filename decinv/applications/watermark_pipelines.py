@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from decinv.core.progress import progress_bar
 
 from decinv.applications import watermark as wm
+from decinv.core import work
 from decinv.core.measure import measure
 from decinv.core.metrics import nmse_db, psnr
+from decinv.core.progress import progress_bar
 from decinv.core.solvers import invert
 from decinv.core.validation import UnsupportedConfigError
 from decinv.paper import PAPER_FIG_S1, PAPER_PROTOCOL_MODEL, PAPER_TABLE2  # noqa: F401  (PAPER_* re-exported)
@@ -265,8 +266,10 @@ def invert_flow(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: float | 
 def invert_diffusion(pipeline, z0: torch.Tensor, prompts, *, guidance_scale: float | None = None,
                      steps: int | None = None, iterations: int = EULER_ITERATIONS) -> torch.Tensor:
     """z_0 → ẑ_T by the paper's diffusion inversion for the pipeline's protocol: `ddim_invert_guided` (SD 2.1) or
-    `invert_flow` (InstaFlow; ``iterations`` fixed-point iterations). Shapes (B, C, h, w), one prompt per latent."""
+    `invert_flow` (InstaFlow; ``iterations`` fixed-point iterations). Shapes (B, C, h, w), one prompt per latent.
+    Each latent counts as one ``diffusion_inversion`` (`decinv.core.work`), as the tiny LDM's `ddim_invert` does."""
     _check_pipeline(pipeline)
+    work.add(work.DIFFUSION_INVERSION, len(z0))
     if pipeline.protocol.kind == "diffusion":
         return ddim_invert_guided(pipeline, z0, prompts, guidance_scale=guidance_scale, steps=steps)
     return invert_flow(pipeline, z0, prompts, guidance_scale=guidance_scale, steps=steps, iterations=iterations)

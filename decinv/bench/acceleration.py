@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import MIB, instances, invert_clocked, model_info, native_size, ratio_row, resolve_model
+from decinv.core.progress import progress_bar
 
 PAPER_ADAM = {"lr": 0.01, "schedule": "paper"}
 

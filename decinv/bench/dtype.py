@@ -9,10 +9,10 @@ import copy
 
 import numpy as np
 import torch
-from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
+from decinv.core.progress import progress_bar
     CPU_HALF_NOTE,
     DTYPES,
     finite_median,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
+from decinv.core.progress import progress_bar
     NullModel,
     finite_median,
     fmt,

@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import torch
-from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
@@ -27,6 +26,7 @@ from decinv.bench.common import (
     safe_ratio,
 )
 from decinv.core.metrics import mean_ci
+from decinv.core.progress import progress_bar
 
 
 def _point(result, k: int) -> dict:

@@ -25,10 +25,10 @@ import time
 
 import numpy as np
 import torch
-from decinv.core.progress import progress_bar
 
 import decinv
 from decinv.bench.common import (
+from decinv.core.progress import progress_bar
     MIB,
     PAPER_VIDEO_MEMORY_RATIO,
     finite_median,

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from decinv.core.progress import progress_bar
 
 from decinv.core import ambient, work
+from decinv.core.progress import progress_bar
 from decinv.core.validation import UnsupportedConfigError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what DDIMScheduler and DDIMInverseScheduler both implement

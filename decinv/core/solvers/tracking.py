@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from decinv.core.progress import progress_bar
 
 from decinv.core import work
 from decinv.core.measure import synchronize
 from decinv.core.metrics import nmse_db
+from decinv.core.progress import progress_bar
 from decinv.core.solvers.result import Trace
 
 
