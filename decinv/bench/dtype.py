@@ -12,7 +12,6 @@ import torch
 
 import decinv
 from decinv.bench.common import (
-from decinv.core.progress import progress_bar
     CPU_HALF_NOTE,
     DTYPES,
     finite_median,
@@ -26,6 +25,7 @@ from decinv.core.progress import progress_bar
     resolve_model,
     safe_ratio,
 )
+from decinv.core.progress import progress_bar
 
 
 def dtype_suite(model="tiny", *, device="auto", batch: int = 2, size: int | None = None, steps: int = 10,

@@ -11,7 +11,6 @@ import torch
 
 import decinv
 from decinv.bench.common import (
-from decinv.core.progress import progress_bar
     NullModel,
     finite_median,
     fmt,
@@ -25,6 +24,7 @@ from decinv.core.progress import progress_bar
     safe_ratio,
     timed,
 )
+from decinv.core.progress import progress_bar
 
 
 def overhead(model="tiny", *, device="auto", batch: int = 16, size: int | None = None, steps: int = 12, repeat: int = 5,

@@ -13,7 +13,6 @@ import torch
 
 import decinv
 from decinv.bench.common import (
-from decinv.core.progress import progress_bar
     MIB,
     PAPER_VIDEO_MEMORY_RATIO,
     finite_median,
@@ -27,6 +26,7 @@ from decinv.core.progress import progress_bar
     resolve_model,
     safe_ratio,
 )
+from decinv.core.progress import progress_bar
 
 
 def _fit_slope(frames, values) -> float:

@@ -28,7 +28,6 @@ import torch
 
 import decinv
 from decinv.bench.common import (
-from decinv.core.progress import progress_bar
     MIB,
     PAPER_VIDEO_MEMORY_RATIO,
     finite_median,
@@ -38,6 +37,7 @@ from decinv.core.progress import progress_bar
     ratio_row,
     safe_ratio,
 )
+from decinv.core.progress import progress_bar
 
 METHODS_COMPARED = ("gradfree-adam", "gradient-adam")
 # Wan 2.1's layout (x8 in space, x4 in time, 16 latent channels, temporal downsampling in the last two stages) at
