@@ -265,6 +265,20 @@ PAPER_FIG_S1 = {  # paper Fig. S1 (notes §5.7): rows = actual key 1/2/3 (100 ea
 # of radius 6 Fourier coefficients in channel 0 of SD 2.1's 4x64x64 initial latent; 100 prompts per model.
 PAPER_WATERMARK = {"latent_side": 64, "radius": 6, "keys": 3, "prompts": 100}
 
+# App. A.2.2 and the official code (paper-notes §5.7): how each watermarked image is made and read back. CFG scale per
+# protocol kind (SD 2.1: 7.5, main_watermark_detection.py; InstaFlow: 1.0), InstaFlow's backward-Euler fixed-point
+# iterations, and the decoder-inversion iterations of both iterative methods (gradient-based lr 0.1 scheduled,
+# gradient-free lr 0.01 scheduled: GRADIENT_SCHEDULED, GRADFREE_ADAM).
+PAPER_WATERMARK_PROTOCOL = {"guidance": {"diffusion": 7.5, "rectified-flow": 1.0}, "euler_iterations": 100,
+                            "decoder_inversion_steps": 100}
+
+# The official code's tree-ring keys (paper-notes §5.7; the paper prints none): row w of the table sets key w, entry
+# r - 1 its ring r, and the ring value is KEY_SCALE * ((entry - 1) * 2 + 1) (`decinv.applications.watermark`).
+WATERMARK_KEY_TABLE = ((1.1, 0.8, 1.2, 0.9, 0.6, 1.4),
+                       (1.1, 0.6, 1.1, 1.2, 0.8, 1.2),
+                       (0.7, 1.2, 1.3, 0.8, 0.9, 1.1))
+WATERMARK_KEY_SCALE = 80.0
+
 # Sec. 5.2 / Fig. 4 (paper-notes §5.8): background-preserving editing at two runtime budgets, the short (about 9 s)
 # first. Each entry: (method, bits, iterations, seconds per image) as printed in the figure. The figure names neither
 # the model nor the gradient-based learning rate; its runtimes equal Table S1a's, with the gradient-based ones those

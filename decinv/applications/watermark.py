@@ -26,11 +26,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-KEY_TABLE = ((1.1, 0.8, 1.2, 0.9, 0.6, 1.4),
-             (1.1, 0.6, 1.1, 1.2, 0.8, 1.2),
-             (0.7, 1.2, 1.3, 0.8, 0.9, 1.1))
-"""Rows 0..2 of the official code's key table; entry r-1 sets ring r."""
-KEY_SCALE = 80.0
+from decinv.paper import WATERMARK_KEY_SCALE, WATERMARK_KEY_TABLE
+
+KEY_TABLE = WATERMARK_KEY_TABLE
+"""Rows 0..2 of the official code's key table; entry r-1 sets ring r (`decinv.paper.WATERMARK_KEY_TABLE`)."""
+KEY_SCALE = WATERMARK_KEY_SCALE
 
 
 def circle_mask(size: int, radius: int, *, centred_on_dc: bool = False) -> torch.Tensor:

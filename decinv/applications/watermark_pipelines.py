@@ -44,19 +44,20 @@ from decinv.core.metrics import nmse_db, psnr
 from decinv.core.progress import progress_bar
 from decinv.core.solvers import invert
 from decinv.core.validation import UnsupportedConfigError
-from decinv.paper import PAPER_FIG_S1, PAPER_PROTOCOL_MODEL, PAPER_TABLE2  # noqa: F401  (PAPER_* re-exported)
+from decinv.paper import (GRADFREE_ADAM, GRADIENT_SCHEDULED, PAPER_FIG_S1, PAPER_PROTOCOL_MODEL,  # noqa: F401
+                          PAPER_TABLE2, PAPER_WATERMARK_PROTOCOL)  # (PAPER_* re-exported)
 from decinv.generation.experiments import TinyLDM
 from decinv.generation.pipelines import TextToImage, TextToVideo, guided_output, load_prompts
 
-WATERMARK_GUIDANCE = {"diffusion": 7.5, "rectified-flow": 1.0}
+WATERMARK_GUIDANCE = PAPER_WATERMARK_PROTOCOL["guidance"]
 """CFG scale of the watermark experiment per protocol kind: SD 2.1 7.5 (main_watermark_detection.py), InstaFlow 1.0."""
 
-EULER_ITERATIONS = 100  # backward-Euler fixed-point iterations (paper App. A.2.2)
-DINV_STEPS = 100  # decoder-inversion iterations of both iterative methods (paper App. A.2.2)
+EULER_ITERATIONS = PAPER_WATERMARK_PROTOCOL["euler_iterations"]  # backward-Euler fixed-point iterations (App. A.2.2)
+DINV_STEPS = PAPER_WATERMARK_PROTOCOL["decoder_inversion_steps"]  # both iterative decoder inversions (App. A.2.2)
 
 PAPER_METHODS = (("Encoder", "encoder", {}),
-                 ("Grad-based", "gradient-adam", {"lr": 0.1, "schedule": "warmup-cosine"}),
-                 ("Grad-free", "gradfree-adam", {"lr": 0.01, "schedule": "paper"}))
+                 ("Grad-based", "gradient-adam", dict(GRADIENT_SCHEDULED)),
+                 ("Grad-free", "gradfree-adam", dict(GRADFREE_ADAM)))
 """(label, `decinv.invert` method, options) of Table 2's three columns; the iterative ones run `DINV_STEPS`."""
 
 ORACLES = ("True z_T", "True z_0 + diffusion inv.")

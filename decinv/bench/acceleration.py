@@ -28,8 +28,9 @@ import torch
 import decinv
 from decinv.bench.common import MIB, instances, invert_clocked, model_info, native_size, ratio_row, resolve_model
 from decinv.core.progress import progress_bar
+from decinv.paper import GRADFREE_ADAM, SEC34
 
-PAPER_ADAM = {"lr": 0.01, "schedule": "paper"}
+PAPER_ADAM = dict(GRADFREE_ADAM)  # Sec. 4 / App. A.2.1
 
 
 def methods(memories=(3, 5, 10), rho: float = 0.5) -> dict:
@@ -37,9 +38,9 @@ def methods(memories=(3, 5, 10), rho: float = 0.5) -> dict:
     Anderson's rho (the un-accelerated base of Anderson), and Anderson with each memory."""
     out = {
         "gradfree-adam (paper)": ("gradfree-adam", dict(PAPER_ADAM)),
-        "forward-step rho=0.001 (paper)": ("forward-step", {"step_size": 0.001}),
+        f"forward-step rho={SEC34['step_size']:g} (paper)": ("forward-step", {"step_size": SEC34["step_size"]}),
         f"forward-step rho={rho:g}": ("forward-step", {"step_size": rho}),
-        "inertial-km (paper)": ("inertial-km", {"alpha": 0.9, "step_size": 0.001}),
+        "inertial-km (paper)": ("inertial-km", {"alpha": SEC34["alpha"], "step_size": SEC34["step_size"]}),
     }
     out.update({f"anderson m={m}": ("anderson", {"memory": m, "step_size": rho}) for m in memories})
     return out

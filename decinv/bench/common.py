@@ -18,6 +18,7 @@ import decinv
 from decinv.generation.experiments import camera_pan, generated_instances, real_instances
 from decinv.core.measure import cpu_name, environment, git_info, jsonable, synchronize  # noqa: F401  (re-exported)
 from decinv.core.models import BUNDLED, LatentModel, ModelNotAvailableError, load_pipeline
+from decinv.paper import PAPER_FIG3_MEMORY
 
 SCHEMA = "decinv-bench/1"
 MIB = 2**20
@@ -25,7 +26,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_HALF_NOTE = ("CPU run: this CPU has no fast fp16/bf16 convolution kernels, so half-precision timings here are "
                  "NOT the paper's GPU claim (16-bit is faster on GPUs); only the accuracy and failure columns "
                  "carry over.")
-PAPER_VIDEO_MEMORY_RATIO = 7.13 / 64.7  # LaVie, grad-free 16-bit vs grad-based 32-bit peak memory (Fig. 3b)
+PAPER_VIDEO_MEMORY_RATIO = (PAPER_FIG3_MEMORY["LaVie"][("gradfree-adam", 16)]
+                            / PAPER_FIG3_MEMORY["LaVie"][("gradient-adam", 32)])  # LaVie, 7.13 / 64.7 GB (Fig. 3b)
 
 
 # ---------------------------------------------------------------------------------------------------------------
