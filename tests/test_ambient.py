@@ -397,3 +397,22 @@ def test_a_bad_chunk_size_on_the_model_is_refused_by_decinv(x):
             model.encode(x)
     model.chunk_size = 1
     assert torch.allclose(model.encode(x), decinv.load_model(tiny_kl(), device="cpu").encode(x), atol=1e-6)
+
+
+def test_the_flat_walk_finds_what_modules_and_parameters_find():
+    """`evaluating` walks the module tree itself (the nested generators of Module.modules() cost ~0.8 ms per E/D
+    call); it must find exactly the train-mode submodules and trainable parameters torch's own methods find, with
+    a shared submodule and a shared parameter counted once."""
+    from decinv.core.ambient import _train_state
+
+    shared = torch.nn.Dropout(0.1)
+    inner = torch.nn.Sequential(torch.nn.Linear(2, 2), shared, torch.nn.Sequential(torch.nn.BatchNorm1d(2), shared))
+    root = torch.nn.ModuleDict({"a": inner, "b": torch.nn.Linear(2, 2), "c": inner})
+    root.b.weight = inner[0].weight  # a shared parameter
+    root.eval()
+    inner[2].train()
+    root.b.bias.requires_grad_(False)
+    training, trainable = _train_state([root])
+    assert {id(m) for m in training} == {id(m) for m in root.modules() if m.training} and len(training) == 3
+    assert [id(p) for p in trainable] and sorted(id(p) for p in trainable) == \
+        sorted(id(p) for p in root.parameters() if p.requires_grad)
