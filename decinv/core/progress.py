@@ -37,9 +37,9 @@ def progress_bar(iterable=None, *, enabled: bool = True, **options) -> tqdm:
     ``options`` go to tqdm (``desc``, ``total``, ``unit``, ``leave``...). Where the output is not redrawn in place
     (`redrawn_in_place` is False) and neither the caller nor ``TQDM_MININTERVAL`` sets ``mininterval``, the bar
     refreshes every `LOG_INTERVAL` seconds instead of tqdm's 0.1 s."""
-    if enabled and "mininterval" not in options and "TQDM_MININTERVAL" not in os.environ \
-            and not redrawn_in_place(options.get("file")):
-        options["mininterval"] = LOG_INTERVAL
     if not enabled:
         options["disable"] = True
+    elif "mininterval" not in options and "TQDM_MININTERVAL" not in os.environ \
+            and not redrawn_in_place(options.get("file")):
+        options["mininterval"] = LOG_INTERVAL
     return tqdm(iterable, **options)

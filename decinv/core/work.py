@@ -15,10 +15,9 @@ block (in any thread of the process). The kinds are the cost classes of the book
   `decinv.invert` (Anderson's rejected candidates too: each costs its E(D)), and each ``T(z)`` or ``T.ed(z)`` a
   caller evaluates on a `decinv.operator` (e.g. a chapter's cocoercivity ratios).
 * ``grad32``, ``grad16``: one D forward + backward of one item (gradient-based Adam, one per iteration).
-* ``diffusion_inversion``: one naive DDIM inversion z_0 → ẑ_T of one latent
-  (`decinv.generation.diffusion.ddim_invert`, the bundled LDMs'), whatever its number of steps. The real
-  pipelines' inversions (`decinv.applications.watermark_pipelines.ddim_invert_guided` and ``invert_flow``) are
-  not counted yet.
+* ``diffusion_inversion``: one diffusion inversion z_0 → ẑ_T of one latent, whatever its number of steps: the
+  bundled LDMs' naive DDIM inversion (`decinv.generation.diffusion.ddim_invert`) and the real pipelines' (SD 2.1's
+  guided DDIM, InstaFlow's backward Euler), counted in `decinv.applications.watermark_pipelines.invert_diffusion`.
 
 An **item** is what the autoencoder maps as one: an image; a frame, for a frame-wise (2-D) autoencoder, which
 inverts a video's frames as a batch of images (the video profiles; `decinv.generation.instances.Instances.frames`);
